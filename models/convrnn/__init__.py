@@ -1,0 +1,3 @@
+"""ConvRNNs of Nayebi et al. (2018/2022) in PyTorch, with the biological unroll and an
+ONNX export following docs/model-format.md."""
+from .model import ConvRNN, build_model, load_config, list_archs, make_movie, apply_readout  # noqa: F401

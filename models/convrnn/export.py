@@ -1,0 +1,187 @@
+"""Export a ConvRNN to the self-describing ONNX file of docs/model-format.md.
+
+    python -m convrnn.export --arch rgc_intermediate --untrained --out build/rgc_intermediate.onnx
+    python -m convrnn.export --arch rgc_fmnist --checkpoint runs/rgc_fmnist/best.pt --out rgc_fmnist.onnx
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+import torch
+
+from .model import IMAGENET_MEAN, IMAGENET_STD, ConvRNN, build_model, labels_for, load_config
+
+FORMAT_VERSION = 1
+
+
+class _ExportWrapper(torch.nn.Module):
+    def __init__(self, model: ConvRNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames):
+        logits, layers = self.model(frames)
+        return (logits,) + tuple(layers[n] for n in self.model.layer_names)
+
+
+def build_metadata(model: ConvRNN, name=None, description=None, trained_on=None) -> dict:
+    cfg = model.cfg
+    inp = cfg["input"]
+    tm = cfg["time"]
+    meta_input = {
+        "channels": inp["channels"], "height": inp["height"], "width": inp["width"],
+        "mean": inp.get("mean", IMAGENET_MEAN), "std": inp.get("std", IMAGENET_STD),
+        "resize": inp.get("resize", "shorter-side-then-center-crop"),
+        "grayscale": inp.get("grayscale", "replicate"),
+    }
+    if "resize_shorter_side" in inp:
+        meta_input["resize_shorter_side"] = inp["resize_shorter_side"]
+    ro = dict(cfg.get("readout", {"rule": "last"}))
+    readout = {"rule": ro.get("rule", "last")}
+    if readout["rule"] == "max_conf":
+        readout["beta"] = float(model.head.softmax_beta.detach()) if hasattr(model.head, "softmax_beta") else 1.0
+    if readout["rule"] == "threshold":
+        readout["threshold"] = float(ro.get("threshold", 0.9))
+        readout["beta"] = 1.0
+    readout["first_step"] = model.first_driven_steps()["logits"]
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "name": name or cfg["name"],
+        "architecture": cfg["architecture"],
+        "description": description or cfg.get("description", ""),
+        "trained_on": trained_on,
+        "labels": labels_for(cfg),
+        "input": meta_input,
+        "time": {"steps": tm["steps"], "step_ms": tm.get("step_ms", 10),
+                 "image_on_steps": tm["image_on_steps"],
+                 "blank_value": tm.get("blank_value", 0.5)},
+        "layers": model.layer_info(),
+        "readout": readout,
+        "params": model.num_params(),
+    }
+    return meta
+
+
+def export_onnx(model: ConvRNN, out_path: str, metadata: dict, opset: int = 17,
+                check: bool = True, compare: bool = True, atol: float = 1e-4) -> dict:
+    import onnx
+
+    model = model.eval()
+    cfg = model.cfg
+    T = cfg["time"]["steps"]
+    C, H, W = cfg["input"]["channels"], cfg["input"]["height"], cfg["input"]["width"]
+    wrapper = _ExportWrapper(model).eval()
+    dummy = torch.randn(2, T, C, H, W)
+    out_names = ["logits"] + list(model.layer_names)
+    dyn = {"frames": {0: "N"}}
+    dyn.update({n: {0: "N"} for n in out_names})
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)) or ".", exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (dummy,), out_path, input_names=["frames"],
+                          output_names=out_names, dynamic_axes=dyn, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
+    m = onnx.load(out_path)
+    # declare every shape statically except N
+    shapes = {"frames": [T, C, H, W], "logits": [T, model.num_classes]}
+    for lay in model.layers:
+        shapes[lay.name] = [T] + list(lay.out_shape)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.name not in shapes:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        want = shapes[vi.name]
+        assert len(dims) == len(want) + 1, (vi.name, len(dims), want)
+        dims[0].Clear()
+        dims[0].dim_param = "N"
+        for d, v in zip(dims[1:], want):
+            d.Clear()
+            d.dim_value = int(v)
+    del m.metadata_props[:]
+    p = m.metadata_props.add()
+    p.key = "convrnn"
+    p.value = json.dumps(metadata)
+    m.producer_name = "convrnn-serve/models"
+    m.doc_string = metadata.get("description", "")
+    onnx.save(m, out_path)
+    report = {"path": out_path, "bytes": os.path.getsize(out_path)}
+    if check:
+        onnx.checker.check_model(out_path)
+    if compare:
+        report["max_abs_diff"] = compare_ort(model, out_path)
+        if report["max_abs_diff"] > atol:
+            raise RuntimeError("ONNX Runtime differs from PyTorch: %g" % report["max_abs_diff"])
+    return report
+
+
+def compare_ort(model: ConvRNN, path: str, batches=(1, 3), seed=0) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    cfg = model.cfg
+    T = cfg["time"]["steps"]
+    C, H, W = cfg["input"]["channels"], cfg["input"]["height"], cfg["input"]["width"]
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    names = [o.name for o in sess.get_outputs()]
+    for n in batches:
+        x = torch.randn(n, T, C, H, W, generator=g)
+        with torch.no_grad():
+            logits, layers = model(x)
+        ref = {"logits": logits, **layers}
+        res = sess.run(None, {"frames": x.numpy()})
+        for name, arr in zip(names, res):
+            worst = max(worst, float(np.abs(arr - ref[name].numpy()).max()))
+    return worst
+
+
+def read_metadata(path: str) -> dict:
+    import onnx
+    m = onnx.load(path, load_external_data=False)
+    for p in m.metadata_props:
+        if p.key == "convrnn":
+            return json.loads(p.value)
+    raise KeyError("no convrnn metadata in %s" % path)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", required=True, help="config name (convrnn/configs/<arch>.json) or path")
+    ap.add_argument("--out", required=True)
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--untrained", action="store_true", help="export freshly initialised weights")
+    g.add_argument("--checkpoint", help="checkpoint written by train.py")
+    ap.add_argument("--name", help="metadata name (default: the config name)")
+    ap.add_argument("--description")
+    ap.add_argument("--trained-on", help="JSON object for metadata trained_on")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--no-compare", action="store_true", help="skip the ORT-vs-PyTorch check")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    if a.checkpoint:
+        ck = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+        model = ConvRNN(ck["config"])
+        model.load_state_dict(ck["model"])
+        trained_on = ck.get("trained_on")
+        desc = a.description or ck.get("description") or model.cfg.get("description", "")
+    else:
+        model = build_model(a.arch, seed=a.seed)
+        trained_on = {"dataset": None, "test_top1": None}
+        desc = a.description or ("UNTRAINED (random initial weights, seed %d): %s"
+                                 % (a.seed, model.cfg.get("description", model.cfg["name"])))
+    if a.trained_on:
+        trained_on = json.loads(a.trained_on)
+    meta = build_metadata(model, name=a.name, description=desc, trained_on=trained_on)
+    rep = export_onnx(model, a.out, meta, opset=a.opset, compare=not a.no_compare)
+    rep["params"] = model.num_params()
+    print(json.dumps(rep))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

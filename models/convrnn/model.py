@@ -1,0 +1,321 @@
+"""ConvRNN built from a declarative config, unrolled the "biological" way
+(docs/convrnn-spec.md section 3): every edge, feedforward or feedback, costs one step;
+frame t feeds the first layer at step t; initial outputs and states are zeros."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Dict, List
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .cells import CELLS, SameConv2d
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                        "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+ACTS = {None: lambda x: x, "none": lambda x: x, "elu": F.elu, "relu": F.relu}
+
+
+# ----------------------------------------------------------------------------- configs
+def list_archs() -> List[str]:
+    return sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".json"))
+
+
+def _merge(base, over):
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _scale_channels(cfg, scale, min_channels=4):
+    def sc(c):
+        return max(min_channels, int(round(c * scale)))
+    for layer in cfg["layers"]:
+        for part in ("pre", "post"):
+            if layer.get(part) and "out" in layer[part]:
+                layer[part]["out"] = sc(layer[part]["out"])
+        cell = layer.get("cell", {})
+        for key in ("out", "cell_depth"):
+            if key in cell:
+                cell[key] = sc(cell[key])
+    return cfg
+
+
+def load_config(arch: str) -> dict:
+    """Load configs/<arch>.json (or a path). A config may name a ``base`` config and
+    override parts of it: top-level dicts are merged, ``layer_overrides`` maps a layer
+    name to a dict merged into that layer, ``channel_scale`` scales every channel count."""
+    path = arch if arch.endswith(".json") else os.path.join(CONFIG_DIR, arch + ".json")
+    with open(path) as f:
+        cfg = json.load(f)
+    if "base" in cfg:
+        base = load_config(cfg["base"])
+        over = {k: v for k, v in cfg.items()
+                if k not in ("base", "layer_overrides", "channel_scale")}
+        merged = _merge(base, over)
+        merged.pop("base", None)
+        if "channel_scale" in cfg:
+            _scale_channels(merged, cfg["channel_scale"])
+        for layer in merged["layers"]:
+            if layer["name"] in cfg.get("layer_overrides", {}):
+                layer.update(_merge(layer, cfg["layer_overrides"][layer["name"]]))
+        merged["base_architecture"] = base.get("base_architecture", base["name"])
+        cfg = merged
+    cfg.setdefault("architecture", cfg.get("base_architecture", cfg["name"]))
+    return cfg
+
+
+def labels_for(cfg) -> List[str]:
+    labels = cfg.get("labels", "fashion-mnist")
+    if isinstance(labels, list):
+        return labels
+    if labels == "fashion-mnist":
+        return list(FASHION_MNIST_LABELS)
+    if labels == "imagenet":
+        # class names are not bundled; the server may override labels with a sidecar
+        return ["imagenet_class_%d" % i for i in range(cfg["num_classes"])]
+    raise ValueError(labels)
+
+
+# ----------------------------------------------------------------------------- modules
+def pool_size(s):
+    return -(-s // 2)  # 2x2 stride-2 max-pool, TF SAME (ceil)
+
+
+class Layer(nn.Module):
+    """One node: pre-conv (+act) -> cell -> optional post-conv (+residual, act) -> pool."""
+
+    def __init__(self, spec: dict, in_channels: int, in_size, fb_channels: int = 0):
+        super().__init__()
+        self.name = spec["name"]
+        self.spec = spec
+        h, w = in_size
+        self.in_channels, self.in_size = in_channels, (h, w)
+        c = in_channels
+        pre = spec.get("pre")
+        self.pre = None
+        if pre:
+            stride = pre.get("stride", 1)
+            self.pre = SameConv2d(c, pre["out"], pre["k"], stride=stride,
+                                  bias=pre.get("bias", True), in_size=(h, w))
+            self.pre_act = pre.get("act")
+            c = pre["out"]
+            h, w = -(-h // stride), -(-w // stride)
+        cell = dict(spec.get("cell", {"type": "feedforward"}))
+        ctype = cell.pop("type")
+        self.cell_type = ctype
+        self.cell = CELLS[ctype](in_channels=c, res_channels=in_channels,
+                                 fb_channels=fb_channels, spatial=(h, w), **cell)
+        self.cell_size = (h, w)
+        c = self.cell.out_channels
+        post = spec.get("post")
+        self.post = None
+        self.post_residual = None
+        if post:
+            self.post = SameConv2d(c, post["out"], post["k"])
+            self.post_act = post.get("act")
+            self.post_has_residual = post.get("residual", False)
+            if self.post_has_residual and post["out"] != in_channels:
+                self.post_residual = nn.Conv2d(in_channels, post["out"], 1, bias=False)
+            c = post["out"]
+        self.pool = bool(spec.get("pool", False))
+        if self.pool:
+            h, w = pool_size(h), pool_size(w)
+        self.out_shape = (c, h, w)
+
+    def forward(self, x_in, state, fb=None):
+        x = x_in
+        if self.pre is not None:
+            x = ACTS[self.pre_act](self.pre(x))
+        y, state = self.cell(x, state, x_res=x_in, fb=fb)
+        if self.post is not None:
+            z = self.post(y)
+            if self.post_has_residual:
+                z = z + (x_in if self.post_residual is None else self.post_residual(x_in))
+            y = ACTS[self.post_act](z)
+        if self.pool:
+            y = F.max_pool2d(y, 2, 2, ceil_mode=True)
+        return y, state
+
+    def zero_state(self, n, like):
+        h, w = self.cell_size
+        return tuple(like.new_zeros((n, c, h, w)) for c in self.cell.state_channels)
+
+
+class Head(nn.Module):
+    """The readout node ("imnetds"): conv_gap (k x k VALID conv + bias, then global average
+    pool; shallow family) or gap_fc (global average pool, then FC; intermediate family)."""
+
+    def __init__(self, spec: dict, in_shape, num_classes: int, readout: dict):
+        super().__init__()
+        c, h, w = in_shape
+        self.type = spec["type"]
+        if self.type == "conv_gap":
+            k = spec.get("k", 2)
+            assert h >= k and w >= k, "conv_gap head needs input >= k"
+            self.conv = nn.Conv2d(c, num_classes, k)
+        elif self.type == "gap_fc":
+            self.fc = nn.Linear(c, num_classes)
+        else:
+            raise ValueError(self.type)
+        if readout.get("rule") == "max_conf":
+            self.softmax_beta = nn.Parameter(torch.tensor(float(readout.get("beta", 1.0))))
+
+    def forward(self, x):
+        if self.type == "conv_gap":
+            return self.conv(x).mean(dim=(2, 3))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class ConvRNN(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.cfg = cfg
+        inp = cfg["input"]
+        c, h, w = inp["channels"], inp["height"], inp["width"]
+        self.num_classes = cfg["num_classes"]
+        self.steps = cfg["time"]["steps"]
+        names = [l["name"] for l in cfg["layers"]]
+        self.layer_names = names
+        # feedback edges: source -> target (target receives source's output from t-1)
+        self.fb_sources: Dict[str, List[str]] = {n: [] for n in names}
+        for src, dst in cfg.get("feedback", []):
+            assert names.index(src) > names.index(dst), "feedback must go backwards"
+            self.fb_sources[dst].append(src)
+        for n in names:  # Python sorted() of node names, as the authors' harbor does
+            self.fb_sources[n] = sorted(self.fb_sources[n])
+        # feedback channels need the output shapes of later layers: two passes
+        shapes = {}
+        cc, hh, ww = c, h, w
+        for spec in cfg["layers"]:
+            lay = Layer(spec, cc, (hh, ww), 0)
+            shapes[spec["name"]] = lay.out_shape
+            cc, hh, ww = lay.out_shape
+        self.layers = nn.ModuleList()
+        cc, hh, ww = c, h, w
+        for spec in cfg["layers"]:
+            fbc = sum(shapes[s][0] for s in self.fb_sources[spec["name"]])
+            lay = Layer(spec, cc, (hh, ww), fbc)
+            self.layers.append(lay)
+            cc, hh, ww = lay.out_shape
+        self.head = Head(cfg["head"], (cc, hh, ww), self.num_classes, cfg.get("readout", {}))
+
+    # ---------------------------------------------------------------- structure info
+    def first_driven_steps(self) -> Dict[str, int]:
+        """Shortest path (in edges) from the image to each node; conv1 sees frame t at t."""
+        driven = {}
+        for i, n in enumerate(self.layer_names):
+            cands = [0] if i == 0 else [driven[self.layer_names[i - 1]] + 1]
+            driven[n] = min(cands)  # feedback comes from later layers: never shorter
+        driven["logits"] = driven[self.layer_names[-1]] + 1
+        return driven
+
+    def layer_info(self) -> List[dict]:
+        driven = self.first_driven_steps()
+        info = []
+        for lay in self.layers:
+            c, h, w = lay.out_shape
+            d = {"name": lay.name, "channels": c, "height": h, "width": w,
+                 "first_driven_step": driven[lay.name], "cell": lay.cell_type}
+            if lay.spec.get("region"):
+                d["region"] = lay.spec["region"]
+            if self.fb_sources[lay.name]:
+                d["feedback_from"] = list(self.fb_sources[lay.name])
+            info.append(d)
+        return info
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ---------------------------------------------------------------- unroll
+    def forward(self, frames: torch.Tensor, return_layers: bool = True):
+        """frames: [N, T, C, H, W] (normalised). Returns (logits [N,T,K],
+        {layer: [N,T,C_l,H_l,W_l]})."""
+        n = frames.shape[0]
+        T = frames.shape[1]
+        prev = {lay.name: frames.new_zeros((n,) + lay.out_shape) for lay in self.layers}
+        states = {lay.name: lay.zero_state(n, frames) for lay in self.layers}
+        outs = {lay.name: [] for lay in self.layers}
+        logits = []
+        last = self.layers[-1].name
+        for t in range(T):
+            new = {}
+            for i, lay in enumerate(self.layers):
+                x_in = frames[:, t] if i == 0 else prev[self.layers[i - 1].name]
+                fb = None
+                srcs = self.fb_sources[lay.name]
+                if srcs:
+                    size = x_in.shape[-2:]
+                    parts = []
+                    for s in srcs:
+                        p = prev[s]
+                        if tuple(p.shape[-2:]) != tuple(size):
+                            p = F.interpolate(p, size=tuple(int(v) for v in size),
+                                              mode="bilinear", align_corners=True)
+                        parts.append(p)
+                    fb = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+                y, states[lay.name] = lay(x_in, states[lay.name], fb)
+                new[lay.name] = y
+                if return_layers:
+                    outs[lay.name].append(y)
+            logits.append(self.head(prev[last]))
+            prev = new
+        logits = torch.stack(logits, 1)
+        if not return_layers:
+            return logits, {}
+        return logits, {k: torch.stack(v, 1) for k, v in outs.items()}
+
+    def readout(self, logits: torch.Tensor) -> torch.Tensor:
+        """Apply the config's readout rule to logits [N,T,K] -> [N,K]."""
+        rule = self.cfg.get("readout", {}).get("rule", "last")
+        return apply_readout(logits, rule, self.first_driven_steps()["logits"],
+                             beta=float(self.head.softmax_beta) if hasattr(self.head, "softmax_beta") else 1.0,
+                             threshold=self.cfg.get("readout", {}).get("threshold", 0.9))
+
+
+def apply_readout(logits, rule, start, beta=1.0, threshold=0.9):
+    """last: logits[T-1]; max_conf: t* = argmax_t max_c softmax(beta*logits_t) over
+    t in [start, T); threshold: first t >= start with max_c softmax(logits_t) >= threshold,
+    otherwise the max_conf time (beta = 1)."""
+    if rule == "last":
+        return logits[:, -1]
+    window = logits[:, start:]
+    if rule == "max_conf":
+        conf = torch.softmax(beta * window, -1).amax(-1)
+        idx = conf.argmax(1)
+    elif rule == "threshold":
+        conf = torch.softmax(window, -1).amax(-1)
+        hit = conf >= threshold
+        first = torch.where(hit.any(1), hit.float().argmax(1), conf.argmax(1))
+        idx = first
+    else:
+        raise ValueError(rule)
+    return window[torch.arange(logits.shape[0]), idx]
+
+
+def make_movie(images: torch.Tensor, steps: int, image_on_steps: int, blank_value: float = 0.5):
+    """[N,C,H,W] normalised images -> [N,T,C,H,W] frames: the image for image_on_steps
+    steps, then the constant blank_value (in normalised space, as the authors do)."""
+    frames = images.unsqueeze(1).expand(-1, steps, -1, -1, -1).clone()
+    if image_on_steps < steps:
+        frames[:, image_on_steps:] = blank_value
+    return frames
+
+
+def build_model(arch: str, seed: int | None = 0) -> ConvRNN:
+    cfg = load_config(arch)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return ConvRNN(cfg)
