@@ -1,0 +1,181 @@
+//! The one place errors become HTTP: every failure is `{"error": "...", "code": "..."}` with a
+//! status that says whose fault it is. Handlers return [`ApiError`]; lower layers' errors convert
+//! into it with `?`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::engine::EngineError;
+use crate::image::ImageError;
+use crate::metrics::reason;
+use crate::presentation::PresentationError;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": "layer \"conv9\" does not exist (layers: conv1, conv2, conv3)", "code": "unknown_layer"}))]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// A stable machine-readable code.
+    pub code: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{msg}")]
+    BadRequest { code: &'static str, msg: String },
+    #[error("{0}")]
+    NotFound(String, &'static str),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The failure reason a response carries to the metrics middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureReason(pub &'static str);
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, msg: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            msg: msg.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(..) => StatusCode::NOT_FOUND,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::NotFound(_, code) => code,
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::NotAcceptable(_) => "not_acceptable",
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Overloaded(_) => reason::OVERLOADED,
+            ApiError::Timeout(_) => reason::TIMEOUT,
+            ApiError::Internal(_) | ApiError::Unavailable(_) => reason::BACKEND,
+            _ => reason::VALIDATION,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(code = self.code(), error = %self, "request failed");
+        }
+        let body = ErrorBody {
+            error: self.to_string(),
+            code: self.code().to_string(),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+            .extensions_mut()
+            .insert(FailureReason(self.reason()));
+        response
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::UnknownModel(_) => ApiError::NotFound(e.to_string(), "model_not_found"),
+            EngineError::Overloaded { .. } => ApiError::Overloaded(e.to_string()),
+            EngineError::Timeout => ApiError::Timeout(e.to_string()),
+            EngineError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            EngineError::Backend(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ImageError> for ApiError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::TooLarge { .. }
+            | ImageError::BodyTooLarge { .. }
+            | ImageError::MemoryLimit(_) => ApiError::PayloadTooLarge(e.to_string()),
+            ImageError::InvalidConfig(_) | ImageError::Resize(_) => {
+                ApiError::Internal(e.to_string())
+            }
+            _ => ApiError::bad_request("invalid_image", e.to_string()),
+        }
+    }
+}
+
+impl From<PresentationError> for ApiError {
+    fn from(e: PresentationError) -> Self {
+        ApiError::bad_request("invalid_presentation", e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_maps_to_its_status() {
+        let table = [
+            (ApiError::bad_request("x", "m"), 400),
+            (ApiError::NotFound("m".into(), "model_not_found"), 404),
+            (ApiError::UnsupportedMediaType("m".into()), 415),
+            (ApiError::PayloadTooLarge("m".into()), 413),
+            (ApiError::NotAcceptable("m".into()), 406),
+            (ApiError::Overloaded("m".into()), 429),
+            (ApiError::Timeout("m".into()), 504),
+            (ApiError::Unavailable("m".into()), 503),
+            (ApiError::Internal("m".into()), 500),
+        ];
+        for (err, status) in table {
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+        }
+        let overloaded = ApiError::from(EngineError::Overloaded {
+            model: "m".into(),
+            capacity: 1,
+        })
+        .into_response();
+        assert_eq!(overloaded.status(), 429);
+        assert!(overloaded.headers().contains_key(header::RETRY_AFTER));
+    }
+}

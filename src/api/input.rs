@@ -1,0 +1,238 @@
+//! Reading images (and an optional JSON options object) out of a request, whatever its shape:
+//! - a raw `image/*` (or `application/octet-stream`) body: one image;
+//! - `multipart/form-data`: every file part is an image, in order; a part named `mask` is the mask
+//!   image; a part named `options` holds the JSON options;
+//! - `application/json`: `{"images": ["<base64>", ...], "mask": "<base64>", "options": {...}}`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header::CONTENT_TYPE;
+use base64::Engine as _;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// The encoded images of a request, before decoding.
+#[derive(Debug, Default)]
+pub struct ImagePayload {
+    pub images: Vec<Bytes>,
+    pub mask: Option<Bytes>,
+    /// The JSON options object, if the body carried one.
+    pub options: Option<serde_json::Value>,
+}
+
+/// The JSON request body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"images": ["iVBORw0KGgo..."], "options": {"top_k": 3}}))]
+pub struct JsonImages {
+    /// Encoded images (JPEG, PNG, WebP, BMP or TIFF), base64.
+    pub images: Vec<String>,
+    /// Mask image for `presentation=mask`, base64.
+    #[serde(default)]
+    pub mask: Option<String>,
+    /// The same options as the query parameters; these win where both are given.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub options: Option<serde_json::Value>,
+}
+
+fn decode_b64(what: &str, text: &str) -> Result<Bytes, ApiError> {
+    // Accept data URLs too, since browsers hand those out.
+    let text = text.rsplit_once(";base64,").map_or(text, |(_, b)| b);
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map(Bytes::from)
+        .map_err(|e| {
+            ApiError::bad_request("invalid_base64", format!("{what} is not valid base64: {e}"))
+        })
+}
+
+fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!("request body too large: {e}"))
+    } else {
+        ApiError::bad_request("bad_body", format!("could not read the body: {e}"))
+    }
+}
+
+impl FromRequest<AppState> for ImagePayload {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let payload =
+            if essence.starts_with("image/") || essence == "application/octet-stream" {
+                let body = Bytes::from_request(req, state).await.map_err(body_error)?;
+                ImagePayload {
+                    images: vec![body],
+                    ..Default::default()
+                }
+            } else if essence == "multipart/form-data" {
+                let multipart = Multipart::from_request(req, state)
+                    .await
+                    .map_err(|e| ApiError::bad_request("bad_multipart", e.body_text()))?;
+                read_multipart(multipart).await?
+            } else if essence == "application/json" {
+                let body = Bytes::from_request(req, state).await.map_err(body_error)?;
+                let parsed: JsonImages = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::bad_request("bad_json", format!("invalid JSON body: {e}"))
+                })?;
+                let images = parsed
+                    .images
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| decode_b64(&format!("images[{i}]"), s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mask = parsed
+                    .mask
+                    .as_deref()
+                    .map(|m| decode_b64("mask", m))
+                    .transpose()?;
+                ImagePayload {
+                    images,
+                    mask,
+                    options: parsed.options,
+                }
+            } else {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                "content type {:?} is not supported: send an image/* body, multipart/form-data \
+                 or application/json with base64 images",
+                if content_type.is_empty() { "(none)" } else { &content_type }
+            )));
+            };
+        if payload.images.is_empty() {
+            return Err(ApiError::bad_request(
+                "no_images",
+                "the request contains no image",
+            ));
+        }
+        if let Some(i) = payload.images.iter().position(|b| b.is_empty()) {
+            return Err(ApiError::bad_request(
+                "invalid_image",
+                format!("image {i} is empty (zero bytes)"),
+            ));
+        }
+        if payload.images.len() > state.limits.max_images_per_request {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "{} images in one request; the limit is {}",
+                payload.images.len(),
+                state.limits.max_images_per_request
+            )));
+        }
+        Ok(payload)
+    }
+}
+
+async fn read_multipart(mut multipart: Multipart) -> Result<ImagePayload, ApiError> {
+    let mut payload = ImagePayload::default();
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!("request body too large: {}", e.body_text()))
+        } else {
+            ApiError::bad_request("bad_multipart", e.body_text())
+        }
+    };
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or("").to_string();
+        let is_json = field
+            .content_type()
+            .is_some_and(|c| c.starts_with("application/json"));
+        let data = field.bytes().await.map_err(bad)?;
+        match name.as_str() {
+            "options" => {
+                let value = serde_json::from_slice(&data).map_err(|e| {
+                    ApiError::bad_request(
+                        "bad_json",
+                        format!("the `options` part is not valid JSON: {e}"),
+                    )
+                })?;
+                payload.options = Some(value);
+            }
+            "mask" => payload.mask = Some(data),
+            _ if is_json => {
+                return Err(ApiError::bad_request(
+                    "bad_multipart",
+                    format!("JSON part {name:?}: options go in a part named `options`"),
+                ))
+            }
+            _ => payload.images.push(data),
+        }
+    }
+    Ok(payload)
+}
+
+/// Merges query options with the body's JSON options (the body wins) and parses them into `T`,
+/// rejecting unknown keys so typos do not pass silently.
+pub fn merge_options<T: serde::de::DeserializeOwned>(
+    query: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Result<T, ApiError> {
+    let mut merged = serde_json::Map::new();
+    if let Some(q) = query {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::bad_request("bad_query", format!("bad query string: {e}")))?;
+        for (k, v) in pairs {
+            merged.insert(k, serde_json::Value::String(v));
+        }
+    }
+    match body {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (k, v) in map {
+                // Options are strings on the wire (as in the query); accept JSON numbers and
+                // booleans and lists of names too, since clients write those naturally.
+                let v = match v {
+                    serde_json::Value::Number(n) => serde_json::Value::String(n.to_string()),
+                    serde_json::Value::Bool(b) => serde_json::Value::String(b.to_string()),
+                    serde_json::Value::Array(items) => serde_json::Value::String(
+                        items
+                            .iter()
+                            .map(|i| match i {
+                                serde_json::Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                    other => other,
+                };
+                merged.insert(k, v);
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_json",
+                "options must be a JSON object",
+            ));
+        }
+    }
+    // Round-trip through the urlencoded form so numbers in strings parse as the query would.
+    let pairs: Vec<(String, String)> = merged
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => Ok((k, s)),
+            other => Err(ApiError::bad_request(
+                "bad_option",
+                format!("option {k:?} must be a string, number, boolean or list, not {other}"),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    let encoded = serde_urlencoded::to_string(&pairs)
+        .map_err(|e| ApiError::Internal(format!("re-encoding options: {e}")))?;
+    serde_urlencoded::from_str(&encoded)
+        .map_err(|e| ApiError::bad_request("bad_option", format!("invalid option: {e}")))
+}

@@ -1,0 +1,126 @@
+//! HTTP: routes, extractors, errors and the OpenAPI document. Handlers only translate between
+//! HTTP and the engine; nothing here runs a model.
+
+pub mod activations;
+pub mod classify;
+pub mod error;
+pub mod health;
+pub mod input;
+pub mod models;
+pub mod openapi;
+pub mod pipeline;
+pub mod selection;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use error::{ApiError, FailureReason};
+
+/// Request limits the handlers enforce.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_images_per_request: usize,
+    pub max_json_values: usize,
+    pub image: crate::image::Limits,
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Arc<Limits>,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let spec = openapi::document();
+    let v1 = Router::new()
+        .route("/v1/models", get(models::list_models))
+        .route("/v1/models/{model}", get(models::get_model))
+        .route("/v1/models/{model}/classify", post(classify::classify))
+        .route(
+            "/v1/models/{model}/activations",
+            post(activations::activations),
+        )
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics_text))
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(spec.clone()) }),
+        );
+    v1.merge(
+        utoipa_swagger_ui::SwaggerUi::new("/docs").url("/docs/openapi.json", openapi::document()),
+    )
+    .fallback(not_found)
+    .route_layer(middleware::from_fn_with_state(state.clone(), track))
+    .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+    .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()), "not_found")
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// Counts every routed request by route, model and status, times it, and counts failures by
+/// the reason the error response carries.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    // The `{model}` segment of the path, if the route has one and it names a served model
+    // (unknown names would let clients blow up the label cardinality).
+    let model = route
+        .split('/')
+        .position(|seg| seg == "{model}")
+        .and_then(|i| request.uri().path().split('/').nth(i))
+        .filter(|m| state.engine.model(m).is_some())
+        .unwrap_or("-")
+        .to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&route, &model, status.as_str()])
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(FailureReason(reason)) = response.extensions().get::<FailureReason>() {
+        if status != StatusCode::NOT_FOUND || model != "-" {
+            state
+                .metrics
+                .failures
+                .with_label_values(&[model.as_str(), reason])
+                .inc();
+        }
+    }
+    response
+}

@@ -1,0 +1,138 @@
+//! The path every inference request shares, whatever its API (`/v1` classify and activations,
+//! KServe v2 with encoded images): find the model, decode and preprocess the images off the async
+//! runtime, lay them out in time, and run them through the engine.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue};
+
+use super::error::ApiError;
+use super::input::ImagePayload;
+use super::AppState;
+use crate::engine::{Frame, ItemResult};
+use crate::image::{self, Preprocess};
+use crate::model::ModelInfo;
+use crate::presentation::Presentation;
+
+/// The model or a 404.
+pub fn model_info(state: &AppState, name: &str) -> Result<Arc<ModelInfo>, ApiError> {
+    state
+        .engine
+        .model(name)
+        .map(|m| m.info.clone())
+        .ok_or_else(|| {
+            let known: Vec<&str> = state.engine.models().map(|m| m.info.name()).collect();
+            ApiError::NotFound(
+                format!(
+                    "model {name:?} is not served here (models: {})",
+                    known.join(", ")
+                ),
+                "model_not_found",
+            )
+        })
+}
+
+pub fn preprocess_spec(info: &ModelInfo) -> Result<Preprocess, ApiError> {
+    let input = &info.metadata.input;
+    let internal = |e: image::ImageError| ApiError::Internal(format!("model input spec: {e}"));
+    Ok(Preprocess {
+        channels: input.channels,
+        height: input.height,
+        width: input.width,
+        mean: input.mean,
+        std: input.std,
+        resize: input.resize.parse().map_err(internal)?,
+        grayscale: input.grayscale.parse().map_err(internal)?,
+    })
+}
+
+/// Decodes every image on the blocking pool (decoding is CPU-bound and would stall the
+/// runtime's workers). An error names the image it came from.
+pub async fn decode_images(
+    state: &AppState,
+    info: &ModelInfo,
+    images: Vec<axum::body::Bytes>,
+) -> Result<Vec<Frame>, ApiError> {
+    let spec = preprocess_spec(info)?;
+    let limits = state.limits.image;
+    let count = images.len();
+    tokio::task::spawn_blocking(move || {
+        images
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                image::preprocess(bytes, &spec, &limits)
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        let err = ApiError::from(e);
+                        if count > 1 {
+                            // Keep the status of the underlying error; add which image.
+                            match err {
+                                ApiError::BadRequest { code, msg } => ApiError::BadRequest {
+                                    code,
+                                    msg: format!("image {i}: {msg}"),
+                                },
+                                ApiError::PayloadTooLarge(msg) => {
+                                    ApiError::PayloadTooLarge(format!("image {i}: {msg}"))
+                                }
+                                other => other,
+                            }
+                        } else {
+                            err
+                        }
+                    })
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("decoder task failed: {e}")))?
+}
+
+/// Decodes, schedules and runs a request's images; one result per stimulus, in order.
+pub async fn run_images(
+    state: &AppState,
+    info: &Arc<ModelInfo>,
+    payload: ImagePayload,
+    presentation: &Presentation,
+    outputs: Vec<String>,
+) -> Result<Vec<ItemResult>, ApiError> {
+    let mask = match payload.mask {
+        Some(m) => Some(decode_images(state, info, vec![m]).await?.remove(0)),
+        None => None,
+    };
+    let frames = decode_images(state, info, payload.images).await?;
+    let stimuli = presentation.stimuli(frames, mask, &info.metadata.time)?;
+    Ok(state.engine.infer(info.name(), stimuli, outputs).await?)
+}
+
+/// Timing headers for a finished request: the slowest item's queue and inference times.
+pub fn timing_headers(results: &[ItemResult], started: std::time::Instant) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let ms = |s: f64| {
+        HeaderValue::from_str(&format!("{:.3}", s * 1e3)).expect("a number is a valid header")
+    };
+    let queue = results
+        .iter()
+        .map(|r| r.timings.queue_secs)
+        .fold(0.0, f64::max);
+    let inference = results
+        .iter()
+        .map(|r| r.timings.inference_secs)
+        .fold(0.0, f64::max);
+    let batch = results
+        .iter()
+        .map(|r| r.timings.batch_size)
+        .max()
+        .unwrap_or(0);
+    headers.insert("x-queue-time-ms", ms(queue));
+    headers.insert("x-inference-time-ms", ms(inference));
+    headers.insert("x-total-time-ms", ms(started.elapsed().as_secs_f64()));
+    headers.insert("x-batch-size", HeaderValue::from(batch));
+    if let Some(d) = results
+        .first()
+        .and_then(|r| HeaderValue::from_str(&r.device).ok())
+    {
+        headers.insert("x-device", d);
+    }
+    headers
+}

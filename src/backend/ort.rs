@@ -1,0 +1,325 @@
+//! ONNX Runtime through the `ort` crate, loaded dynamically from the PyPI wheel's shared library.
+//!
+//! One [`OrtBackend`] wraps one `ort::Session` pinned to one device. The library is located once
+//! per process ([`init_runtime`]); sessions are built by the worker thread that will own them.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{OutputSelector, RunOptions, Session};
+use ort::value::{TensorRef, ValueType};
+
+use super::{Backend, BackendError, Device, OutputTensor};
+use crate::model::{metadata::METADATA_KEY, ModelError, ModelInfo, TensorInfo};
+
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+static LIBRARY_PATH: OnceLock<PathBuf> = OnceLock::new();
+
+/// Where we look for `libonnxruntime.so` when no path is given, in order. The venv locations let
+/// a checkout that ran `scripts/setup.sh` work with no variable set; the `../lib` one is the
+/// container layout.
+pub fn candidate_library_paths() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
+        out.push(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            out.extend(libraries_in(dir));
+            out.extend(libraries_in(&dir.join("../lib")));
+        }
+    }
+    let mut roots = vec![];
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push(cwd);
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    for root in roots {
+        let lib = root.join(".venv/lib");
+        if let Ok(entries) = std::fs::read_dir(&lib) {
+            let mut pythons: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            pythons.sort();
+            for py in pythons {
+                out.extend(libraries_in(&py.join("site-packages/onnxruntime/capi")));
+            }
+        }
+    }
+    out
+}
+
+/// `libonnxruntime.so*` files in `dir`, the versioned name first (the wheel ships only that one).
+fn libraries_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    found
+}
+
+/// Loads the ONNX Runtime library and creates the process-wide environment (only one is allowed).
+/// Idempotent: later calls return the first result's path.
+pub fn init_runtime(explicit: Option<&Path>) -> Result<PathBuf, BackendError> {
+    if let Some(p) = LIBRARY_PATH.get() {
+        return Ok(p.clone());
+    }
+    let candidates = match explicit {
+        Some(p) => vec![p.to_path_buf()],
+        None => candidate_library_paths(),
+    };
+    let path = candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            BackendError::Library(
+                "libonnxruntime.so not found: run scripts/setup.sh, or pass --ort-library / set \
+             CONVRNN_ORT_LIBRARY to the library from the onnxruntime PyPI wheel"
+                    .into(),
+            )
+        })?;
+    let builder = ort::init_from(&path)
+        .map_err(|e| BackendError::Library(format!("{}: {e}", path.display())))?;
+    let env = builder
+        .with_name("convrnn-serve")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| BackendError::Library(e.to_string()))?;
+    let _ = ENVIRONMENT.set(env);
+    let _ = LIBRARY_PATH.set(path.clone());
+    Ok(path)
+}
+
+fn environment() -> Result<&'static Environment, BackendError> {
+    ENVIRONMENT
+        .get()
+        .ok_or_else(|| BackendError::Library("ONNX Runtime was not initialised".into()))
+}
+
+/// Whether this library was built with the CUDA execution provider (the `onnxruntime-gpu` wheel).
+pub fn cuda_available() -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        use ort::ep::ExecutionProvider;
+        ort::ep::CUDA::is_available().unwrap_or(false)
+    }
+    #[cfg(not(feature = "cuda"))]
+    false
+}
+
+/// Number of NVIDIA GPUs the driver exposes, without touching CUDA (works in containers that
+/// mount the driver's proc files). `CUDA_VISIBLE_DEVICES` narrows it as CUDA itself would.
+pub fn visible_cuda_devices() -> Vec<i32> {
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        let n = v.split(',').filter(|s| !s.trim().is_empty()).count();
+        return (0..n as i32).collect();
+    }
+    let n = std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    (0..n as i32).collect()
+}
+
+/// Session settings that matter for throughput.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Intra-op threads for CPU sessions; 0 lets us pick (cores / CPU sessions).
+    pub intra_threads: usize,
+}
+
+fn session_error(model: &Path, device: Device) -> impl Fn(ort::Error) -> BackendError + '_ {
+    move |e| BackendError::Session {
+        model: model.display().to_string(),
+        device,
+        msg: e.to_string(),
+    }
+}
+
+fn build_session(
+    path: &Path,
+    device: Device,
+    options: &SessionOptions,
+) -> Result<Session, BackendError> {
+    let env = environment()?;
+    let err = session_error(path, device);
+    // Builder errors carry the builder and are not Send; convert them at once.
+    let conv = |e: ort::Error<ort::session::builder::SessionBuilder>| err(ort::Error::from(e));
+    let mut builder = Session::builder(env)
+        .map_err(&err)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(conv)?;
+    match device {
+        Device::Cpu => {
+            let threads = if options.intra_threads == 0 {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            } else {
+                options.intra_threads
+            };
+            builder = builder
+                .with_intra_threads(threads)
+                .map_err(conv)?
+                .with_inter_threads(1)
+                .map_err(conv)?;
+        }
+        Device::Cuda(id) => {
+            #[cfg(feature = "cuda")]
+            {
+                use ort::ep::cuda::ConvAlgorithmSearch;
+                let cuda = ort::ep::CUDA::default()
+                    .with_device_id(id)
+                    // Exhaustive search re-tunes on every new batch shape, which stalls the first
+                    // request of each size; the heuristic is within a few percent on convnets.
+                    .with_conv_algorithm_search(ConvAlgorithmSearch::Heuristic)
+                    .build()
+                    // Without this ORT silently falls back to CPU and we would report a GPU we
+                    // are not using.
+                    .error_on_failure();
+                builder = builder.with_execution_providers([cuda]).map_err(conv)?;
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = id;
+                return Err(BackendError::Session {
+                    model: path.display().to_string(),
+                    device,
+                    msg: "this binary was built without the `cuda` feature".into(),
+                });
+            }
+        }
+    }
+    builder.commit_from_file(path).map_err(&err)
+}
+
+fn tensor_infos(outlets: &[ort::value::Outlet]) -> Vec<TensorInfo> {
+    outlets
+        .iter()
+        .map(|o| TensorInfo {
+            name: o.name().to_string(),
+            shape: match o.dtype() {
+                ValueType::Tensor { shape, .. } => shape.iter().copied().collect(),
+                _ => vec![],
+            },
+        })
+        .collect()
+}
+
+/// Reads a file's metadata and declared tensors through a throwaway CPU session and checks them
+/// against the contract.
+pub fn inspect(path: &Path) -> Result<ModelInfo, InspectError> {
+    let env = environment()?;
+    let err = session_error(path, Device::Cpu);
+    let conv = |e: ort::Error<ort::session::builder::SessionBuilder>| err(ort::Error::from(e));
+    let session = Session::builder(env)
+        .map_err(&err)?
+        // Only the declarations are needed; skip optimisation to keep start-up fast.
+        .with_optimization_level(GraphOptimizationLevel::Disable)
+        .map_err(conv)?
+        .with_intra_threads(1)
+        .map_err(conv)?
+        .commit_from_file(path)
+        .map_err(&err)?;
+    let json = session.metadata().map_err(&err)?.custom(METADATA_KEY);
+    let info = ModelInfo::new(
+        path.to_path_buf(),
+        json,
+        tensor_infos(session.inputs()),
+        tensor_infos(session.outputs()),
+    )?;
+    Ok(info)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+pub struct OrtBackend {
+    session: Session,
+    device: Device,
+    input_shape: [usize; 4],
+}
+
+impl OrtBackend {
+    pub fn new(
+        info: &ModelInfo,
+        device: Device,
+        options: &SessionOptions,
+    ) -> Result<Self, BackendError> {
+        let m = &info.metadata;
+        Ok(Self {
+            session: build_session(&info.path, device, options)?,
+            device,
+            input_shape: [
+                m.time.steps,
+                m.input.channels,
+                m.input.height as usize,
+                m.input.width as usize,
+            ],
+        })
+    }
+}
+
+impl Backend for OrtBackend {
+    fn run(
+        &mut self,
+        frames: &[f32],
+        batch: usize,
+        outputs: &[String],
+    ) -> Result<Vec<OutputTensor>, BackendError> {
+        let [t, c, h, w] = self.input_shape;
+        let shape = [batch, t, c, h, w];
+        if frames.len() != shape.iter().product::<usize>() {
+            return Err(BackendError::Run(format!(
+                "frames has {} values, expected {shape:?}",
+                frames.len()
+            )));
+        }
+        let input = TensorRef::from_array_view((shape, frames))
+            .map_err(|e| BackendError::Run(e.to_string()))?;
+        let selector = outputs
+            .iter()
+            .fold(OutputSelector::no_default(), |s, name| s.with(name.clone()));
+        let run_options = RunOptions::new()
+            .map_err(|e| BackendError::Run(e.to_string()))?
+            .with_outputs(selector);
+        let results = self
+            .session
+            .run_with_options(ort::inputs!["frames" => input], &run_options)
+            .map_err(|e| BackendError::Run(e.to_string()))?;
+        // SessionOutputs borrows the session: copy out before the next run.
+        outputs
+            .iter()
+            .map(|name| {
+                let value = results
+                    .get(name.as_str())
+                    .ok_or_else(|| BackendError::Output(format!("missing output {name:?}")))?;
+                let (shape, data) = value
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| BackendError::Output(format!("{name}: {e}")))?;
+                Ok(OutputTensor {
+                    name: name.clone(),
+                    shape: shape.iter().map(|d| *d as usize).collect(),
+                    data: data.to_vec(),
+                })
+            })
+            .collect()
+    }
+
+    fn device(&self) -> Device {
+        self.device
+    }
+}

@@ -1,0 +1,198 @@
+//! Command-line and environment configuration. Every `serve` flag also reads `CONVRNN_<NAME>`,
+//! so the same binary is configured by hand, by Docker `ENV` or by a Kubernetes ConfigMap.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::Device;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "convrnn-serve",
+    version,
+    about = "Serve ConvRNN models of the primate visual system over HTTP"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load every model in --model-dir and serve them over HTTP.
+    Serve(ServeArgs),
+    /// Print a model file's metadata, layers and tensor shapes.
+    Inspect {
+        /// The .onnx file.
+        file: PathBuf,
+        #[arg(long, env = "CONVRNN_ORT_LIBRARY")]
+        ort_library: Option<PathBuf>,
+    },
+    /// Exit 0 if the server at --url answers ready (for container HEALTHCHECKs without curl).
+    Healthcheck {
+        #[arg(
+            long,
+            env = "CONVRNN_HEALTHCHECK_URL",
+            default_value = "http://127.0.0.1:8080/health/ready"
+        )]
+        url: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Directory whose `*.onnx` files are served (each under its metadata `name`).
+    #[arg(long, env = "CONVRNN_MODEL_DIR", default_value = "models")]
+    pub model_dir: PathBuf,
+
+    /// Address to listen on.
+    #[arg(long, env = "CONVRNN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// `auto` (every visible CUDA device if the library has the CUDA provider, else CPU), `cpu`,
+    /// or `cuda:0,1,...`.
+    #[arg(long, env = "CONVRNN_DEVICES", default_value = "auto")]
+    pub devices: String,
+
+    /// Sessions (worker threads) per device and model. More than one lets a device overlap
+    /// batch assembly with compute; on CPU they split the cores.
+    #[arg(long, env = "CONVRNN_SESSIONS_PER_DEVICE", default_value_t = 1)]
+    pub sessions_per_device: usize,
+
+    /// Largest batch a worker runs at once (images, i.e. movies).
+    #[arg(long, env = "CONVRNN_MAX_BATCH_SIZE", default_value_t = 8)]
+    pub max_batch_size: usize,
+
+    /// How long an idle worker waits for a batch to fill after its first item arrived. 0 batches
+    /// whatever queued while the device was busy (lowest latency at low load).
+    #[arg(long, env = "CONVRNN_MAX_QUEUE_DELAY_MS", default_value_t = 2)]
+    pub max_queue_delay_ms: u64,
+
+    /// Images that may wait per model; beyond it requests get 429. Bounds memory under overload.
+    #[arg(long, env = "CONVRNN_QUEUE_CAPACITY", default_value_t = 256)]
+    pub queue_capacity: usize,
+
+    /// Deadline of a request from arrival; queued work past it is dropped before the device.
+    #[arg(long, env = "CONVRNN_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// Largest request body accepted (bytes).
+    #[arg(long, env = "CONVRNN_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest decoded image (width x height), checked from the header before decoding: a
+    /// small PNG can claim gigapixels.
+    #[arg(long, env = "CONVRNN_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+
+    /// Most images in one request.
+    #[arg(long, env = "CONVRNN_MAX_IMAGES_PER_REQUEST", default_value_t = 64)]
+    pub max_images_per_request: usize,
+
+    /// Largest activation answer returned as JSON (number of values); larger answers need
+    /// `Accept: application/x-npz`.
+    #[arg(long, env = "CONVRNN_MAX_JSON_VALUES", default_value_t = 2_000_000)]
+    pub max_json_values: usize,
+
+    /// Intra-op threads per CPU session; 0 = cores / CPU sessions.
+    #[arg(long, env = "CONVRNN_INTRA_THREADS", default_value_t = 0)]
+    pub intra_threads: usize,
+
+    /// On SIGTERM/SIGINT: seconds readiness reports 503 before the listener closes (lets load
+    /// balancers notice), then in-flight requests get up to --drain-timeout-ms to finish.
+    #[arg(long, env = "CONVRNN_DRAIN_DELAY_MS", default_value_t = 0)]
+    pub drain_delay_ms: u64,
+
+    /// Bound on waiting for in-flight requests at shutdown.
+    #[arg(long, env = "CONVRNN_DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
+    pub drain_timeout_ms: u64,
+
+    /// Path to libonnxruntime.so (default: found beside the binary or in ./.venv).
+    #[arg(long, env = "CONVRNN_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "CONVRNN_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl ServeArgs {
+    pub fn max_queue_delay(&self) -> Duration {
+        Duration::from_millis(self.max_queue_delay_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Defaults for tests and embedding: everything as the CLI would set it.
+    pub fn defaults() -> Self {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        Wrapper::parse_from(["convrnn-serve"]).args
+    }
+}
+
+/// Parses `--devices`. `auto` needs to know what the runtime offers, so it takes the visible
+/// CUDA devices (empty when the CUDA provider is unavailable).
+pub fn parse_devices(spec: &str, cuda_devices: &[i32]) -> Result<Vec<Device>, String> {
+    let spec = spec.trim();
+    match spec {
+        "auto" => Ok(if cuda_devices.is_empty() {
+            vec![Device::Cpu]
+        } else {
+            cuda_devices.iter().map(|&i| Device::Cuda(i)).collect()
+        }),
+        "cpu" => Ok(vec![Device::Cpu]),
+        s if s.starts_with("cuda") => {
+            let ids = s.trim_start_matches("cuda").trim_start_matches(':');
+            if ids.is_empty() {
+                return Ok(vec![Device::Cuda(0)]);
+            }
+            ids.split(',')
+                .map(|id| {
+                    id.trim()
+                        .parse::<i32>()
+                        .map(Device::Cuda)
+                        .map_err(|_| format!("bad CUDA device id {id:?} in --devices {spec:?}"))
+                })
+                .collect()
+        }
+        other => Err(format!(
+            "--devices {other:?}: expected auto, cpu, or cuda:0,1,..."
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices() {
+        assert_eq!(parse_devices("auto", &[]).unwrap(), vec![Device::Cpu]);
+        assert_eq!(
+            parse_devices("auto", &[0, 1]).unwrap(),
+            vec![Device::Cuda(0), Device::Cuda(1)]
+        );
+        assert_eq!(
+            parse_devices("cuda:0,2", &[]).unwrap(),
+            vec![Device::Cuda(0), Device::Cuda(2)]
+        );
+        assert!(parse_devices("tpu", &[]).is_err());
+        assert!(parse_devices("cuda:x", &[]).is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let d = ServeArgs::defaults();
+        assert_eq!(d.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(d.max_batch_size, 8);
+    }
+}

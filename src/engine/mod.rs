@@ -1,0 +1,257 @@
+//! The inference engine: per-model bounded queues, and device workers that pull batches from
+//! them. HTTP knows the engine only through [`Engine::infer`]; the engine knows the runtime only
+//! through [`crate::backend::Backend`].
+//!
+//! Flow: a handler turns images into [`Stimulus`] rows and calls `infer`; each row becomes a
+//! queued item with its own reply channel; the first idle worker of that model takes up to
+//! `max_batch` rows (waiting at most `max_delay` for the batch to fill), runs the union of the
+//! outputs its rows asked for, and answers each row with a view of its slice.
+
+pub mod queue;
+pub mod request;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+pub use request::{Frame, FrameSource, ItemResult, ItemTimings, Stimulus};
+pub use worker::BackendFactory;
+
+use crate::backend::Device;
+use crate::metrics::{reason, Metrics};
+use crate::model::ModelInfo;
+use queue::{BatchQueue, PushError};
+use request::WorkItem;
+use worker::{WorkerConfig, WorkerStatus};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum EngineError {
+    #[error("model {0:?} is not loaded")]
+    UnknownModel(String),
+    #[error("the queue of model {model:?} is full ({capacity} images); retry later")]
+    Overloaded { model: String, capacity: usize },
+    #[error("the request did not finish before its deadline")]
+    Timeout,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("inference failed: {0}")]
+    Backend(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub devices: Vec<Device>,
+    pub sessions_per_device: usize,
+    pub max_batch: usize,
+    pub max_delay: Duration,
+    pub queue_capacity: usize,
+    pub request_timeout: Duration,
+}
+
+/// One served model: its description, its queue, and its workers' state.
+pub struct ModelEntry {
+    pub info: Arc<ModelInfo>,
+    pub devices: Vec<Device>,
+    queue: Arc<BatchQueue>,
+    status: Arc<WorkerStatus>,
+    workers: usize,
+}
+
+impl ModelEntry {
+    /// True once every worker of this model has warmed up.
+    pub fn is_ready(&self) -> bool {
+        self.status.ready.load(Ordering::SeqCst) == self.workers
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.queue.depth()
+    }
+
+    /// The first worker start-up failure, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.status
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+pub struct Engine {
+    models: BTreeMap<String, ModelEntry>,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Starts `sessions_per_device` workers per device for every model. Returns at once; the
+    /// workers warm up in the background and [`Engine::is_ready`] turns true when all have.
+    pub fn start(
+        infos: Vec<ModelInfo>,
+        factory: BackendFactory,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let mut models = BTreeMap::new();
+        let mut threads = Vec::new();
+        for info in infos {
+            let info = Arc::new(info);
+            let queue = Arc::new(BatchQueue::new(config.queue_capacity));
+            let status = Arc::new(WorkerStatus::default());
+            let mut worker_index = 0;
+            for &device in &config.devices {
+                for _ in 0..config.sessions_per_device.max(1) {
+                    threads.push(worker::spawn(
+                        info.clone(),
+                        device,
+                        factory.clone(),
+                        queue.clone(),
+                        status.clone(),
+                        metrics.clone(),
+                        WorkerConfig {
+                            max_batch: config.max_batch,
+                            max_delay: config.max_delay,
+                            worker_index,
+                        },
+                    )?);
+                    worker_index += 1;
+                }
+            }
+            metrics
+                .queue_capacity
+                .with_label_values(&[info.name()])
+                .set(config.queue_capacity as i64);
+            metrics.queue_depth.with_label_values(&[info.name()]).set(0);
+            models.insert(
+                info.name().to_string(),
+                ModelEntry {
+                    info,
+                    devices: config.devices.clone(),
+                    queue,
+                    status,
+                    workers: worker_index,
+                },
+            );
+        }
+        Ok(Self {
+            models,
+            config,
+            metrics,
+            draining: AtomicBool::new(false),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelEntry> {
+        self.models.get(name)
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &ModelEntry> {
+        self.models.values()
+    }
+
+    /// Ready to take traffic: every worker warm and not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.models.values().all(ModelEntry::is_ready)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Flips readiness to false so load balancers stop sending; queued work still completes.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Runs every stimulus through the model and returns one result per stimulus, in order.
+    /// Admission is all-or-nothing: a full queue rejects the whole request.
+    pub async fn infer(
+        &self,
+        model: &str,
+        stimuli: Vec<Stimulus>,
+        outputs: Vec<String>,
+    ) -> Result<Vec<ItemResult>, EngineError> {
+        let entry = self
+            .models
+            .get(model)
+            .ok_or_else(|| EngineError::UnknownModel(model.to_string()))?;
+        let now = Instant::now();
+        let deadline = now + self.config.request_timeout;
+        let outputs: Arc<[String]> = Arc::from(outputs);
+        let mut receivers = Vec::with_capacity(stimuli.len());
+        let items: Vec<WorkItem> = stimuli
+            .into_iter()
+            .map(|stimulus| {
+                let (reply, rx) = oneshot::channel();
+                receivers.push(rx);
+                WorkItem {
+                    stimulus,
+                    outputs: outputs.clone(),
+                    enqueued: now,
+                    deadline,
+                    reply,
+                }
+            })
+            .collect();
+        if let Err((why, _)) = entry.queue.try_push_all(items) {
+            return Err(match why {
+                PushError::Full => {
+                    self.metrics
+                        .failures
+                        .with_label_values(&[model, reason::OVERLOADED])
+                        .inc();
+                    EngineError::Overloaded {
+                        model: model.to_string(),
+                        capacity: entry.queue.capacity(),
+                    }
+                }
+                PushError::Closed => EngineError::ShuttingDown,
+            });
+        }
+        self.metrics
+            .queue_depth
+            .with_label_values(&[model])
+            .set(entry.queue.depth() as i64);
+        let wait = async {
+            let mut results = Vec::with_capacity(receivers.len());
+            for rx in receivers {
+                results.push(rx.await.map_err(|_| EngineError::ShuttingDown)??);
+            }
+            Ok(results)
+        };
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.metrics
+                    .failures
+                    .with_label_values(&[model, reason::TIMEOUT])
+                    .inc();
+                Err(EngineError::Timeout)
+            }
+        }
+    }
+
+    /// Closes every queue (new requests fail with `ShuttingDown`), lets workers finish what is
+    /// queued, and joins them. Blocking: call from `spawn_blocking` in async code.
+    pub fn shutdown(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        for entry in self.models.values() {
+            entry.queue.close();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The bounded per-model queue that device workers pull batches from.
+//!
+//! Workers are OS threads that block here when idle (Triton's instance model: whichever instance
+//! is free takes the next batch), so a plain mutex + condvar fits better than an async channel.
+//! Admission is all-or-nothing per request, so a multi-image request never half-enters.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::request::WorkItem;
+use super::EngineError;
+
+pub(crate) struct BatchQueue {
+    state: Mutex<State>,
+    wake: Condvar,
+    capacity: usize,
+}
+
+struct State {
+    items: VecDeque<WorkItem>,
+    closed: bool,
+}
+
+/// Why items were not taken into a batch; counted by the caller.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Dropped {
+    pub expired: usize,
+    pub disconnected: usize,
+}
+
+pub(crate) enum PushError {
+    Full,
+    Closed,
+}
+
+impl BatchQueue {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves only a VecDeque behind, which is still valid.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn depth(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Admits all of `items` or none of them.
+    pub fn try_push_all(&self, items: Vec<WorkItem>) -> Result<(), (PushError, Vec<WorkItem>)> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err((PushError::Closed, items));
+        }
+        if state.items.len() + items.len() > self.capacity {
+            return Err((PushError::Full, items));
+        }
+        state.items.extend(items);
+        drop(state);
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    /// Stops admitting; workers drain what is queued and then see `None`.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_all();
+    }
+
+    /// Blocks until a batch is available: up to `max_batch` items, waiting at most `max_delay`
+    /// after the oldest item arrived for the batch to fill. Items whose client has gone or whose
+    /// deadline has passed are removed on the way and never reach the device. `None` once closed
+    /// and empty.
+    pub fn next_batch(
+        &self,
+        max_batch: usize,
+        max_delay: Duration,
+    ) -> Option<(Vec<WorkItem>, Dropped)> {
+        let mut dropped = Dropped::default();
+        let mut state = self.lock();
+        loop {
+            Self::prune(&mut state, &mut dropped);
+            if state.items.is_empty() {
+                if state.closed {
+                    return None;
+                }
+                state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let full = state.items.len() >= max_batch;
+            let oldest = state.items.front().map(|i| i.enqueued);
+            let fill_by = oldest.map(|t| t + max_delay).unwrap_or_else(Instant::now);
+            let now = Instant::now();
+            if full || state.closed || now >= fill_by {
+                let n = state.items.len().min(max_batch);
+                let batch: Vec<WorkItem> = state.items.drain(..n).collect();
+                return Some((batch, dropped));
+            }
+            state = self
+                .wake
+                .wait_timeout(state, fill_by - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn prune(state: &mut State, dropped: &mut Dropped) {
+        if state.items.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut kept = VecDeque::with_capacity(state.items.len());
+        for item in state.items.drain(..) {
+            if item.reply.is_closed() {
+                dropped.disconnected += 1;
+            } else if now >= item.deadline {
+                dropped.expired += 1;
+                let _ = item.reply.send(Err(EngineError::Timeout));
+            } else {
+                kept.push_back(item);
+            }
+        }
+        state.items = kept;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::request::{FrameSource, Stimulus};
+    use std::sync::Arc;
+    use tokio::sync::oneshot;
+
+    fn item(
+        deadline_in: Duration,
+    ) -> (
+        WorkItem,
+        oneshot::Receiver<Result<super::super::ItemResult, EngineError>>,
+    ) {
+        let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
+        (
+            WorkItem {
+                stimulus: Stimulus {
+                    frames: vec![],
+                    schedule: vec![FrameSource::Blank],
+                },
+                outputs: Arc::from(vec!["logits".to_string()]),
+                enqueued: now,
+                deadline: now + deadline_in,
+                reply: tx,
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn admission_is_all_or_nothing() {
+        let q = BatchQueue::new(3);
+        let (a, _ra) = item(Duration::from_secs(9));
+        let (b, _rb) = item(Duration::from_secs(9));
+        assert!(q.try_push_all(vec![a, b]).is_ok());
+        let (c, _rc) = item(Duration::from_secs(9));
+        let (d, _rd) = item(Duration::from_secs(9));
+        let Err((PushError::Full, back)) = q.try_push_all(vec![c, d]) else {
+            panic!("expected Full")
+        };
+        assert_eq!(back.len(), 2);
+        assert_eq!(q.depth(), 2);
+    }
+
+    #[test]
+    fn batches_up_to_max_and_skips_gone_and_expired() {
+        let q = BatchQueue::new(16);
+        let mut keep = vec![];
+        for _ in 0..5 {
+            let (i, r) = item(Duration::from_secs(9));
+            q.try_push_all(vec![i]).ok().unwrap();
+            keep.push(r);
+        }
+        let (gone, r_gone) = item(Duration::from_secs(9));
+        drop(r_gone);
+        let (late, mut r_late) = item(Duration::ZERO);
+        q.try_push_all(vec![gone, late]).ok().unwrap();
+        let (batch, dropped) = q.next_batch(4, Duration::from_millis(0)).unwrap();
+        assert_eq!(batch.len(), 4);
+        assert_eq!((dropped.disconnected, dropped.expired), (1, 1));
+        assert!(matches!(r_late.try_recv(), Ok(Err(EngineError::Timeout))));
+        let (batch, _) = q.next_batch(4, Duration::from_millis(0)).unwrap();
+        assert_eq!(batch.len(), 1);
+        q.close();
+        assert!(q.next_batch(4, Duration::from_millis(0)).is_none());
+    }
+
+    #[test]
+    fn waits_for_the_batch_to_fill_until_the_delay() {
+        let q = Arc::new(BatchQueue::new(16));
+        let (a, _ra) = item(Duration::from_secs(9));
+        q.try_push_all(vec![a]).ok().unwrap();
+        let q2 = q.clone();
+        let pusher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let (b, rb) = item(Duration::from_secs(9));
+            q2.try_push_all(vec![b]).ok().unwrap();
+            rb
+        });
+        let (batch, _) = q.next_batch(2, Duration::from_secs(5)).unwrap();
+        assert_eq!(batch.len(), 2, "the second item joined the batch");
+        let _rb = pusher.join().unwrap();
+    }
+}

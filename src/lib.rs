@@ -1,0 +1,261 @@
+//! convrnn-serve: an HTTP service for convolutional recurrent models of the primate visual
+//! system (Nayebi et al., NeurIPS 2018), exported to ONNX and run by ONNX Runtime.
+//!
+//! # Layout
+//! - [`config`]: the command line (every flag also an env var).
+//! - [`api`]: HTTP only: routes, extractors, errors, the OpenAPI document.
+//! - [`engine`]: per-model bounded queues, the batcher, one worker thread per device session.
+//! - [`backend`]: the `Backend` trait the engine runs on, and its ONNX Runtime implementation.
+//! - [`model`]: the model contract (metadata, tensor shapes, readout rules).
+//! - [`presentation`]: what the model sees at each timestep.
+//! - [`image`]: decode, orient, resize and normalise images; [`npz`]: NumPy archives.
+//! - [`metrics`]: the Prometheus registry; [`shutdown`]: signals.
+//!
+//! Dependencies point one way: api → engine → backend trait ← ort.
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod engine;
+pub mod image;
+pub mod metrics;
+pub mod model;
+pub mod npz;
+pub mod presentation;
+pub mod shutdown;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+
+use backend::ort as ort_backend;
+use backend::{Backend, Device};
+use config::ServeArgs;
+use engine::{BackendFactory, Engine, EngineConfig};
+use metrics::Metrics;
+use model::ModelInfo;
+
+/// Every `*.onnx` directly inside `dir`, sorted by file name.
+pub fn model_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading model directory {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Inspects and validates every model in the directory; names must be unique.
+pub fn load_models(dir: &Path, metrics: &Metrics) -> anyhow::Result<Vec<ModelInfo>> {
+    let files = model_files(dir)?;
+    if files.is_empty() {
+        bail!("no .onnx files in {}", dir.display());
+    }
+    let mut infos: Vec<ModelInfo> = Vec::new();
+    for file in files {
+        let started = Instant::now();
+        let info = ort_backend::inspect(&file)?;
+        if let Some(other) = infos.iter().find(|i| i.name() == info.name()) {
+            bail!(
+                "{} and {} both call themselves {:?}",
+                other.path.display(),
+                file.display(),
+                info.name()
+            );
+        }
+        metrics
+            .model_load
+            .with_label_values(&[info.name()])
+            .set(started.elapsed().as_secs_f64());
+        tracing::info!(model = info.name(), file = %file.display(), "model loaded");
+        infos.push(info);
+    }
+    Ok(infos)
+}
+
+/// The devices `--devices` asks for, given what this library and machine offer.
+pub fn resolve_devices(spec: &str) -> anyhow::Result<Vec<Device>> {
+    let cuda = if ort_backend::cuda_available() {
+        ort_backend::visible_cuda_devices()
+    } else {
+        vec![]
+    };
+    let devices = config::parse_devices(spec, &cuda).map_err(anyhow::Error::msg)?;
+    if devices.iter().any(|d| matches!(d, Device::Cuda(_))) && !ort_backend::cuda_available() {
+        bail!(
+            "--devices {spec:?} asks for CUDA, but this ONNX Runtime library has no CUDA provider \
+             (install onnxruntime-gpu) or the binary lacks the `cuda` feature"
+        );
+    }
+    Ok(devices)
+}
+
+/// Builds the engine for `args`: loads models, picks devices and thread counts, starts workers.
+pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine>> {
+    let library = ort_backend::init_runtime(args.ort_library.as_deref())?;
+    tracing::info!(library = %library.display(), "ONNX Runtime loaded");
+    let infos = load_models(&args.model_dir, &metrics)?;
+    let devices = resolve_devices(&args.devices)?;
+    let cpu_sessions = if devices.contains(&Device::Cpu) {
+        infos.len() * args.sessions_per_device.max(1)
+    } else {
+        1
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // CPU sessions share the cores: oversubscribing them only adds context switches.
+    let intra_threads = if args.intra_threads > 0 {
+        args.intra_threads
+    } else {
+        (cores / cpu_sessions).max(1)
+    };
+    let options = ort_backend::SessionOptions { intra_threads };
+    let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device: Device| {
+        ort_backend::OrtBackend::new(info, device, &options)
+            .map(|b| Box::new(b) as Box<dyn Backend>)
+    });
+    tracing::info!(devices = ?devices.iter().map(|d| d.to_string()).collect::<Vec<_>>(), intra_threads, "starting workers");
+    let engine = Engine::start(
+        infos,
+        factory,
+        EngineConfig {
+            devices,
+            sessions_per_device: args.sessions_per_device.max(1),
+            max_batch: args.max_batch_size.max(1),
+            max_delay: args.max_queue_delay(),
+            queue_capacity: args.queue_capacity.max(1),
+            request_timeout: args.request_timeout(),
+        },
+        metrics,
+    )?;
+    Ok(Arc::new(engine))
+}
+
+pub fn app_state(args: &ServeArgs, engine: Arc<Engine>, metrics: Arc<Metrics>) -> api::AppState {
+    api::AppState {
+        engine,
+        metrics,
+        limits: Arc::new(api::Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_images_per_request: args.max_images_per_request,
+            max_json_values: args.max_json_values,
+            image: image::Limits {
+                max_pixels: args.max_image_pixels,
+                max_bytes: args.max_body_bytes,
+            },
+        }),
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains: readiness turns 503 at once, the listener
+/// closes after `--drain-delay-ms`, in-flight requests get up to `--drain-timeout-ms`, and the
+/// workers finish what is queued.
+pub async fn run(
+    listener: TcpListener,
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let engine = {
+        let args = args.clone();
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || start_engine(&args, metrics)).await??
+    };
+    let state = app_state(&args, engine.clone(), metrics);
+    let app = api::router(state);
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_engine = engine.clone();
+    let drain_delay = Duration::from_millis(args.drain_delay_ms);
+    let graceful = async move {
+        shutdown.await;
+        drain_engine.begin_drain();
+        tracing::info!("draining: readiness is now 503");
+        tokio::time::sleep(drain_delay).await;
+        let _ = drained_tx.send(());
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let drain_timeout = Duration::from_millis(args.drain_timeout_ms);
+    let bounded = async move {
+        // Only after the shutdown signal does the drain bound start counting.
+        let _ = drained_rx.await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    tokio::select! {
+        result = server => result.context("HTTP server")?,
+        _ = bounded => tracing::warn!("drain timeout reached; abandoning open connections"),
+    }
+    let stopping = engine.clone();
+    tokio::task::spawn_blocking(move || stopping.shutdown()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `convrnn-serve inspect FILE`: the metadata, layers and shapes, as text.
+pub fn inspect_report(file: &Path, ort_library: Option<&Path>) -> anyhow::Result<String> {
+    ort_backend::init_runtime(ort_library)?;
+    let info = ort_backend::inspect(file)?;
+    let m = &info.metadata;
+    let mut out = String::new();
+    use std::fmt::Write;
+    writeln!(out, "file:         {}", file.display())?;
+    writeln!(out, "name:         {}", m.name)?;
+    writeln!(out, "architecture: {}", m.architecture)?;
+    writeln!(out, "description:  {}", m.description)?;
+    if let Some(t) = &m.trained_on {
+        writeln!(out, "trained_on:   {t}")?;
+    }
+    writeln!(
+        out,
+        "input:        frames [N, {}, {}, {}, {}]  resize={} grayscale={} mean={:?} std={:?}",
+        m.time.steps,
+        m.input.channels,
+        m.input.height,
+        m.input.width,
+        m.input.resize,
+        m.input.grayscale,
+        m.input.mean,
+        m.input.std
+    )?;
+    writeln!(
+        out,
+        "time:         {} steps x {} ms, image on for {} steps, blank value {}",
+        m.time.steps, m.time.step_ms, m.time.image_on_steps, m.time.blank_value
+    )?;
+    writeln!(
+        out,
+        "readout:      {} (first driven step {})",
+        m.readout.rule,
+        m.readout_first_driven_step()
+    )?;
+    writeln!(out, "labels ({}):  {}", m.labels.len(), m.labels.join(", "))?;
+    writeln!(out, "layers:")?;
+    writeln!(
+        out,
+        "  {:<10} {:<14} {:<18} {:>12} {:<8}",
+        "name", "cell", "shape [T,C,H,W]", "first_driven", "region"
+    )?;
+    for l in &m.layers {
+        writeln!(
+            out,
+            "  {:<10} {:<14} {:<18} {:>12} {:<8}",
+            l.name,
+            l.cell,
+            format!("[{},{},{},{}]", m.time.steps, l.channels, l.height, l.width),
+            l.first_driven_step,
+            l.region.as_deref().unwrap_or("-")
+        )?;
+    }
+    writeln!(out, "graph outputs:")?;
+    for o in &info.outputs {
+        writeln!(out, "  {:<10} {:?}", o.name, o.shape)?;
+    }
+    Ok(out)
+}

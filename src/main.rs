@@ -1,0 +1,73 @@
+//! The `convrnn-serve` binary: parse the command line, set up logging, and hand over to the
+//! library.
+
+use clap::Parser;
+use convrnn_serve::config::{Cli, Command};
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A dependency-free HTTP GET for container health checks (the runtime image has no curl).
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("only http:// URLs"))?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(())
+    } else {
+        anyhow::bail!("{url} answered {status}")
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing(args.log_format == "json");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(args.listen).await?;
+                eprintln!(
+                    "convrnn-serve listening on http://{}",
+                    listener.local_addr()?
+                );
+                convrnn_serve::run(listener, args, convrnn_serve::shutdown::signal()).await
+            })
+        }
+        Command::Inspect { file, ort_library } => {
+            init_tracing(false);
+            print!(
+                "{}",
+                convrnn_serve::inspect_report(&file, ort_library.as_deref())?
+            );
+            Ok(())
+        }
+        Command::Healthcheck { url } => healthcheck(&url),
+    }
+}

@@ -1,0 +1,192 @@
+//! Every Prometheus metric the server exports, in one place, with one registry per server
+//! instance (so tests that start several servers in one process do not share counters).
+//!
+//! Names carry the `convrnn_` prefix; durations are in seconds and end in `_seconds`.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Failure reasons, as label values: keep in step with the docs and the dashboards.
+pub mod reason {
+    pub const VALIDATION: &str = "validation";
+    pub const OVERLOADED: &str = "overloaded";
+    pub const TIMEOUT: &str = "timeout";
+    pub const DISCONNECTED: &str = "disconnected";
+    pub const BACKEND: &str = "backend";
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by matched route, model (or "-") and status code.
+    pub requests: IntCounterVec,
+    /// Failed requests (or queued items, for timeouts/disconnects seen by workers) by reason.
+    pub failures: IntCounterVec,
+    /// Whole-request latency by route.
+    pub request_duration: HistogramVec,
+    /// Time an item waited in the queue before its batch started.
+    pub queue_duration: HistogramVec,
+    /// Time of one batched run on a device.
+    pub inference_duration: HistogramVec,
+    /// Items per batch.
+    pub batch_size: HistogramVec,
+    /// Items waiting per model: the autoscaling signal.
+    pub queue_depth: IntGaugeVec,
+    /// Queue capacity per model, so dashboards can show depth as a fraction.
+    pub queue_capacity: IntGaugeVec,
+    /// Seconds each device spent running batches.
+    pub device_busy: prometheus::CounterVec,
+    /// Batches run per device.
+    pub device_batches: IntCounterVec,
+    /// Seconds to inspect and load each model.
+    pub model_load: GaugeVec,
+    /// Seconds each worker took to warm up.
+    pub warmup: GaugeVec,
+    /// Always 1; labels carry the build.
+    pub build_info: IntGaugeVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let device_busy = prometheus::CounterVec::new(
+            Opts::new(
+                "convrnn_device_busy_seconds_total",
+                "Seconds each device spent running batches",
+            ),
+            &["device", "model"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(device_busy.clone()))
+            .expect("unique metric");
+        let m = Self {
+            requests: counter(
+                "convrnn_requests_total",
+                "HTTP requests by route, model and status",
+                &["route", "model", "status"],
+            ),
+            failures: counter(
+                "convrnn_request_failures_total",
+                "Failed requests by model and reason",
+                &["model", "reason"],
+            ),
+            request_duration: histogram(
+                "convrnn_request_duration_seconds",
+                "Whole-request latency by route",
+                &["route"],
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            queue_duration: histogram(
+                "convrnn_queue_duration_seconds",
+                "Time items waited in the queue",
+                &["model"],
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            inference_duration: histogram(
+                "convrnn_inference_duration_seconds",
+                "Time of one batched run",
+                &["model", "device"],
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            batch_size: histogram(
+                "convrnn_batch_size",
+                "Items per batch",
+                &["model"],
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            ),
+            queue_depth: int_gauge(
+                "convrnn_queue_depth",
+                "Items waiting in the queue per model",
+                &["model"],
+            ),
+            queue_capacity: int_gauge(
+                "convrnn_queue_capacity",
+                "Queue capacity per model",
+                &["model"],
+            ),
+            device_busy,
+            device_batches: counter(
+                "convrnn_device_batches_total",
+                "Batches run per device",
+                &["device", "model"],
+            ),
+            model_load: gauge(
+                "convrnn_model_load_seconds",
+                "Seconds to inspect and validate each model",
+                &["model"],
+            ),
+            warmup: gauge(
+                "convrnn_warmup_seconds",
+                "Seconds each worker took to build its session and warm up",
+                &["model", "device", "worker"],
+            ),
+            build_info: int_gauge(
+                "convrnn_build_info",
+                "Build information",
+                &["version", "cuda"],
+            ),
+            registry,
+        };
+        m.build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                if cfg!(feature = "cuda") {
+                    "true"
+                } else {
+                    "false"
+                },
+            ])
+            .set(1);
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

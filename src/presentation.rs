@@ -1,0 +1,281 @@
+//! Presentation schedules: what the model sees at each timestep. The export takes a movie of
+//! frames, so the server decides the schedule per request (image on for k steps then blank, an
+//! image followed by a mask, a sequence of images), as in the paper's unroll where frame `t`
+//! feeds the first layer at step `t`.
+
+use std::sync::Arc;
+
+use crate::engine::{Frame, FrameSource, Stimulus};
+use crate::model::metadata::TimeSpec;
+
+/// A presentation schedule, applied to the request's images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presentation {
+    /// Each image for the model's `image_on_steps`, blank after (the authors' default).
+    Default,
+    /// Each image for `on_steps`, blank after.
+    Flash { on_steps: usize },
+    /// Each image for `on_steps`, then the mask image for `mask_steps`, blank after.
+    Mask { on_steps: usize, mask_steps: usize },
+    /// One stimulus built from all the request's images in the given order and durations;
+    /// blank after the last segment.
+    Sequence(Vec<Segment>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    /// Request image `image` (0-based, in request order) for `steps` steps.
+    Image {
+        image: usize,
+        steps: usize,
+    },
+    Blank {
+        steps: usize,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PresentationError {
+    #[error("the schedule lasts {total} steps but the model runs {steps}")]
+    TooLong { total: usize, steps: usize },
+    #[error("on_steps must be at least 1")]
+    ZeroOnSteps,
+    #[error("presentation=mask needs a mask image (a part or field named `mask`)")]
+    MissingMask,
+    #[error("a mask image was sent but the presentation is not `mask`")]
+    UnexpectedMask,
+    #[error("sequence refers to image {image} but the request has {count} images")]
+    NoSuchImage { image: usize, count: usize },
+    #[error("a sequence must not be empty")]
+    EmptySequence,
+}
+
+impl Presentation {
+    /// Parses the query form: `default`, `flash` (with `on_steps`), `mask` (with `on_steps`,
+    /// `mask_steps`), `sequence` (with `sequence=0:3,blank:2,1:5`).
+    pub fn from_parts(
+        kind: Option<&str>,
+        on_steps: Option<usize>,
+        mask_steps: Option<usize>,
+        sequence: Option<&str>,
+        time: &TimeSpec,
+    ) -> Result<Self, String> {
+        match kind.unwrap_or(if sequence.is_some() {
+            "sequence"
+        } else if on_steps.is_some() {
+            "flash"
+        } else {
+            "default"
+        }) {
+            "default" => Ok(Presentation::Default),
+            "flash" => Ok(Presentation::Flash {
+                on_steps: on_steps.unwrap_or(time.image_on_steps),
+            }),
+            "mask" => Ok(Presentation::Mask {
+                on_steps: on_steps.unwrap_or(time.image_on_steps),
+                mask_steps: mask_steps.ok_or("presentation=mask needs mask_steps")?,
+            }),
+            "sequence" => {
+                let text =
+                    sequence.ok_or("presentation=sequence needs sequence=IMAGE:STEPS,...")?;
+                Ok(Presentation::Sequence(parse_sequence(text)?))
+            }
+            other => Err(format!(
+                "unknown presentation {other:?} (expected default, flash, mask or sequence)"
+            )),
+        }
+    }
+
+    /// Builds the stimuli: one per image, or one in all for a sequence.
+    pub fn stimuli(
+        &self,
+        images: Vec<Frame>,
+        mask: Option<Frame>,
+        time: &TimeSpec,
+    ) -> Result<Vec<Stimulus>, PresentationError> {
+        let steps = time.steps;
+        let pad = |mut schedule: Vec<FrameSource>| -> Result<Vec<FrameSource>, PresentationError> {
+            if schedule.len() > steps {
+                return Err(PresentationError::TooLong {
+                    total: schedule.len(),
+                    steps,
+                });
+            }
+            schedule.resize(steps, FrameSource::Blank);
+            Ok(schedule)
+        };
+        if mask.is_some() && !matches!(self, Presentation::Mask { .. }) {
+            return Err(PresentationError::UnexpectedMask);
+        }
+        match self {
+            Presentation::Default | Presentation::Flash { .. } => {
+                let on = match self {
+                    Presentation::Flash { on_steps } => *on_steps,
+                    _ => time.image_on_steps,
+                };
+                if on == 0 {
+                    return Err(PresentationError::ZeroOnSteps);
+                }
+                let schedule = pad(vec![FrameSource::Frame(0); on])?;
+                Ok(images
+                    .into_iter()
+                    .map(|image| Stimulus {
+                        frames: vec![image],
+                        schedule: schedule.clone(),
+                    })
+                    .collect())
+            }
+            Presentation::Mask {
+                on_steps,
+                mask_steps,
+            } => {
+                if *on_steps == 0 {
+                    return Err(PresentationError::ZeroOnSteps);
+                }
+                let mask = mask.ok_or(PresentationError::MissingMask)?;
+                let mut schedule = vec![FrameSource::Frame(0); *on_steps];
+                schedule.extend(std::iter::repeat_n(FrameSource::Frame(1), *mask_steps));
+                let schedule = pad(schedule)?;
+                Ok(images
+                    .into_iter()
+                    .map(|image| Stimulus {
+                        frames: vec![image, Arc::clone(&mask)],
+                        schedule: schedule.clone(),
+                    })
+                    .collect())
+            }
+            Presentation::Sequence(segments) => {
+                if segments.is_empty() {
+                    return Err(PresentationError::EmptySequence);
+                }
+                let mut schedule = Vec::new();
+                for seg in segments {
+                    match *seg {
+                        Segment::Image { image, steps } => {
+                            if image >= images.len() {
+                                return Err(PresentationError::NoSuchImage {
+                                    image,
+                                    count: images.len(),
+                                });
+                            }
+                            schedule.extend(std::iter::repeat_n(FrameSource::Frame(image), steps));
+                        }
+                        Segment::Blank { steps } => {
+                            schedule.extend(std::iter::repeat_n(FrameSource::Blank, steps))
+                        }
+                    }
+                }
+                Ok(vec![Stimulus {
+                    frames: images,
+                    schedule: pad(schedule)?,
+                }])
+            }
+        }
+    }
+}
+
+/// `0:3,blank:2,1:5` → image 0 for 3 steps, blank for 2, image 1 for 5.
+pub fn parse_sequence(text: &str) -> Result<Vec<Segment>, String> {
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|part| {
+            let (what, steps) = part
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("sequence segment {part:?} is not WHAT:STEPS"))?;
+            let steps: usize = steps
+                .trim()
+                .parse()
+                .map_err(|_| format!("sequence segment {part:?}: steps is not a number"))?;
+            match what.trim() {
+                "blank" => Ok(Segment::Blank { steps }),
+                n => n
+                    .parse()
+                    .map(|image| Segment::Image { image, steps })
+                    .map_err(|_| {
+                        format!("sequence segment {part:?}: expected an image index or `blank`")
+                    }),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time() -> TimeSpec {
+        TimeSpec {
+            steps: 6,
+            step_ms: 10.0,
+            image_on_steps: 4,
+            blank_value: 0.5,
+        }
+    }
+
+    fn frame(v: f32) -> Frame {
+        Arc::new(vec![v; 2])
+    }
+
+    fn movie(s: &Stimulus) -> Vec<f32> {
+        let mut out = vec![0.0; 6 * 2];
+        s.write_movie(&mut out, 2, 0.5);
+        out.chunks(2).map(|c| c[0]).collect()
+    }
+
+    #[test]
+    fn default_shows_each_image_then_blank() {
+        let s = Presentation::Default
+            .stimuli(vec![frame(1.0), frame(2.0)], None, &time())
+            .unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(movie(&s[1]), [2.0, 2.0, 2.0, 2.0, 0.5, 0.5]);
+    }
+
+    #[test]
+    fn mask_and_sequence() {
+        let s = Presentation::Mask {
+            on_steps: 2,
+            mask_steps: 3,
+        }
+        .stimuli(vec![frame(1.0)], Some(frame(9.0)), &time())
+        .unwrap();
+        assert_eq!(movie(&s[0]), [1.0, 1.0, 9.0, 9.0, 9.0, 0.5]);
+        let seq = Presentation::Sequence(parse_sequence("1:2,blank:1,0:2").unwrap());
+        let s = seq
+            .stimuli(vec![frame(1.0), frame(2.0)], None, &time())
+            .unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(movie(&s[0]), [2.0, 2.0, 0.5, 1.0, 1.0, 0.5]);
+    }
+
+    #[test]
+    fn rejects_bad_schedules() {
+        let t = time();
+        assert_eq!(
+            Presentation::Flash { on_steps: 7 }
+                .stimuli(vec![frame(1.0)], None, &t)
+                .unwrap_err(),
+            PresentationError::TooLong { total: 7, steps: 6 }
+        );
+        assert_eq!(
+            Presentation::Mask {
+                on_steps: 1,
+                mask_steps: 1
+            }
+            .stimuli(vec![frame(1.0)], None, &t)
+            .unwrap_err(),
+            PresentationError::MissingMask
+        );
+        assert!(matches!(
+            Presentation::Sequence(vec![Segment::Image { image: 3, steps: 1 }]).stimuli(
+                vec![frame(1.0)],
+                None,
+                &t
+            ),
+            Err(PresentationError::NoSuchImage { .. })
+        ));
+        assert!(parse_sequence("x:1").is_err());
+        assert!(Presentation::from_parts(Some("strobe"), None, None, None, &t).is_err());
+    }
+}
