@@ -684,3 +684,32 @@ async fn oversized_bodies_and_requests_are_refused() {
     assert_eq!(r.status(), 413, "more images than the queue can ever hold");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn every_supported_format_classifies() {
+    let s = TestServer::start(|_| {}).await;
+    let img = image::load_from_memory(&png(30, 20, 4)).unwrap();
+    let formats = [
+        (image::ImageFormat::Png, "image/png"),
+        (image::ImageFormat::Jpeg, "image/jpeg"),
+        (image::ImageFormat::WebP, "image/webp"),
+        (image::ImageFormat::Bmp, "image/bmp"),
+        (image::ImageFormat::Tiff, "image/tiff"),
+    ];
+    let mut answers = Vec::new();
+    for (format, ct) in formats {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut buf, format).unwrap();
+        let r = post_image(&s, &classify_url(&s, "?top_k=10"), buf.into_inner(), ct).await;
+        assert_eq!(r.status(), 200, "{ct}");
+        let v: Value = r.json().await.unwrap();
+        answers.push((ct, v["results"][0]["top_k"].clone()));
+    }
+    // Lossless formats decode to the same pixels, so they get the same answer.
+    for (ct, a) in &answers {
+        if *ct != "image/jpeg" {
+            assert_eq!(a, &answers[0].1, "{ct} vs png");
+        }
+    }
+    s.stop().await;
+}
