@@ -15,8 +15,9 @@
 #
 # usage: scripts/deploy-smoke.sh [cpu|cuda]        (default cpu)
 # env:   DEPLOY_SMOKE_BIN=path        skip step 1 and use this binary (must match the flavour's features)
-#        DEPLOY_SMOKE_CHEF=1          also run the image's cargo-chef prepare/cook steps (installs cargo-chef
-#                                     0.1.78 under target/deploy-tools; slow: ~3 min once, then the deps build)
+#        DEPLOY_SMOKE_CHEF=1          build exactly as the Dockerfile does: cargo-chef prepare, cook in an empty
+#                                     directory, copy the sources over, build (cargo-chef 0.1.78 and a target
+#                                     dir under target/deploy-tools; slow the first time: a full extra build)
 #        DEPLOY_SMOKE_DEVICES=...     CONVRNN_DEVICES for the run (default: as in the image: unset for cpu,
 #                                     auto for cuda)
 #        DEPLOY_SMOKE_READY_TIMEOUT=s seconds to wait for /health/ready (default 180)
@@ -53,24 +54,29 @@ features=()
 [ "$flavour" = cuda ] && features=(--features cuda)
 
 # ---- 1. build (Dockerfile: chef/planner/builder stages) -----------------------------------------------------
-if [ "${DEPLOY_SMOKE_CHEF:-0}" = 1 ]; then
-  chef_root=$root/target/deploy-tools/cargo-chef-$CARGO_CHEF_VERSION
-  if [ ! -x "$chef_root/bin/cargo-chef" ]; then
-    log "installing cargo-chef $CARGO_CHEF_VERSION (as the chef stage does)"
-    cargo install cargo-chef --locked --version "$CARGO_CHEF_VERSION" --root "$chef_root"
-  fi
-  export PATH="$chef_root/bin:$PATH"
-  log "cargo chef prepare (planner stage)"
-  cargo chef prepare --recipe-path "$work/recipe.json"
-  # cook writes a skeleton crate into its working directory: never the repository itself.
-  mkdir -p "$work/chef"
-  log "cargo chef cook --release --locked ${features[*]} (builder stage, dependency layer)"
-  (cd "$work/chef" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}" \
-     cargo chef cook --release --locked "${features[@]}" --recipe-path "$work/recipe.json")
-fi
 if [ -n "${DEPLOY_SMOKE_BIN:-}" ]; then
   bin=$DEPLOY_SMOKE_BIN
   log "using prebuilt $bin"
+elif [ "${DEPLOY_SMOKE_CHEF:-0}" = 1 ]; then
+  # The Dockerfile's sequence exactly: prepare a recipe, cook the dependencies in an empty directory, then
+  # copy the sources over the skeleton and build there (own target dir, kept for the next run).
+  chef_root=$root/target/deploy-tools/cargo-chef-$CARGO_CHEF_VERSION
+  if [ ! -x "$chef_root/bin/cargo-chef" ]; then
+    log "installing cargo-chef $CARGO_CHEF_VERSION (chef stage)"
+    cargo install cargo-chef --locked --version "$CARGO_CHEF_VERSION" --root "$chef_root"
+  fi
+  export PATH="$chef_root/bin:$PATH"
+  export CARGO_TARGET_DIR=$root/target/deploy-tools/chef-target-$flavour
+  log "cargo chef prepare (planner stage)"
+  cargo chef prepare --recipe-path "$work/recipe.json"
+  mkdir -p "$work/src"
+  log "cargo chef cook --release --locked ${features[*]} (builder stage: dependency layer)"
+  (cd "$work/src" && cargo chef cook --release --locked "${features[@]}" --recipe-path "$work/recipe.json")
+  # COPY . . : the files of a clean clone (tracked + untracked-not-ignored); -m: fresh mtimes, as after COPY.
+  git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -C "$work/src" -m -xf -
+  log "cargo build --release --locked ${features[*]} (builder stage: the crate)"
+  (cd "$work/src" && cargo build --release --locked "${features[@]}")
+  bin=$CARGO_TARGET_DIR/release/convrnn-serve
 else
   log "cargo build --release --locked ${features[*]} (builder stage)"
   cargo build --release --locked "${features[@]}"
