@@ -1,0 +1,80 @@
+"""Every architecture exported to ONNX: the contract holds and ONNX Runtime equals PyTorch
+(batch 1 and 3, max abs diff <= 1e-4). Published architectures are checked through their
+small-input variants (same cells, unroll, feedback, readout, T); see also test_full_size."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from convrnn import build_model, list_archs
+from convrnn.contract import validate
+from convrnn.export import build_metadata, compare_ort, export_onnx, read_metadata
+
+EXPORTED = [a for a in list_archs() if a.endswith("_small") or a.endswith("_fmnist") or a == "tiny_fixture"]
+
+
+def test_every_published_arch_has_a_small_variant():
+    archs = set(list_archs())
+    published = [a for a in archs if ("shallow" in a or "intermediate" in a) and not a.endswith("_small")]
+    assert len(published) == 20
+    for a in published:
+        assert a + "_small" in archs, a
+
+
+@pytest.mark.parametrize("arch", EXPORTED)
+def test_export_ort_matches_pytorch(arch, tmp_path):
+    m = build_model(arch).eval()
+    # non-default values for the scalars initialised to 0/1, so that they are exercised
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("memory_decay"):
+                p.fill_(0.6)
+            elif name.endswith("softmax_beta"):
+                p.fill_(1.7)
+    meta = build_metadata(m, description="UNTRAINED test export of " + arch)
+    path = str(tmp_path / (arch + ".onnx"))
+    rep = export_onnx(m, path, meta, compare=False)
+    got = validate(path)
+    assert got["layers"] == m.layer_info()
+    assert got["readout"]["rule"] == m.cfg["readout"]["rule"]
+    if got["readout"]["rule"] == "max_conf":
+        assert abs(got["readout"]["beta"] - 1.7) < 1e-6
+    if got["readout"]["rule"] == "threshold":
+        assert got["readout"]["threshold"] == 0.9
+    assert compare_ort(m, path, batches=(1, 3)) <= 1e-4
+
+
+def test_export_cli_untrained(tmp_path, models_dir):
+    out = tmp_path / "tiny.onnx"
+    r = subprocess.run([sys.executable, "-m", "convrnn.export", "--arch", "tiny_fixture", "--untrained",
+                        "--out", str(out)], cwd=models_dir, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep["max_abs_diff"] <= 1e-4
+    meta = validate(str(out))
+    assert "untrained" in meta["description"].lower()
+
+
+def test_committed_fixture(models_dir):
+    path = os.path.join(models_dir, "..", "tests", "fixtures", "tiny_convrnn.onnx")
+    meta = validate(path)
+    assert "untrained" in meta["description"].lower()
+    assert os.path.getsize(path) < 500_000
+    assert meta["input"]["height"] == 16 and meta["time"]["steps"] == 6
+    assert any(l["cell"] == "rgc" for l in meta["layers"])
+    assert meta["readout"]["rule"] == "last" and len(meta["labels"]) == 10
+    # the file is what the config + seed 0 produce
+    m = build_model("tiny_fixture", seed=0).eval()
+    assert compare_ort(m, path, batches=(1, 3)) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["ff_fmnist", "simplernn_fmnist"])
+def test_committed_baselines(models_dir, name):
+    path = os.path.join(models_dir, "baselines", name + ".onnx")
+    if not os.path.exists(path):
+        pytest.skip("baseline not trained yet")
+    meta = validate(path)
+    assert meta["name"] == name and meta["trained_on"]["dataset"] == "fashion-mnist"
