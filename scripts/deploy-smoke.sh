@@ -8,7 +8,7 @@
 #   3. assemble LAYOUT = <tmp>/opt/convrnn-serve/{bin,lib,models}   (the runtime stage's COPY lines)
 #   4. start bin/convrnn-serve serve with the image's environment only (env -i), from an empty directory,
 #      as uid 10001 when run as root (the image's USER), CONVRNN_LISTEN on a free loopback port
-#   5. check: /health/ready turns 200; bin/healthcheck (the image's HEALTHCHECK) passes; libonnxruntime was
+#   5. check: /health/ready turns 200; `convrnn-serve healthcheck` (the image's HEALTHCHECK) passes; libonnxruntime was
 #      loaded from LAYOUT/lib (found via ../lib, nothing else); a PNG classify request works; /metrics has
 #      convrnn_queue_depth (the HPA's metric); KServe v2 readiness answers 200
 #   6. SIGTERM; the server must exit 0 within the drain bound (CONVRNN_DRAIN_TIMEOUT_MS + 5 s)
@@ -81,7 +81,6 @@ fi
 opt=$work/opt/convrnn-serve
 scripts/install-onnxruntime.sh "$ort_flavour" "$opt"
 install -D -m 0755 "$bin" "$opt/bin/convrnn-serve"
-install -D -m 0755 docker/healthcheck.sh "$opt/bin/healthcheck"
 [ -f models/rgc_fmnist.onnx ] || die "models/rgc_fmnist.onnx (the default model the image bakes in) is missing"
 install -D -m 0644 models/rgc_fmnist.onnx "$opt/models/rgc_fmnist.onnx"
 chmod -R a+rX,go-w "$work/opt"
@@ -91,7 +90,8 @@ log "layout: $(cd "$opt" && find . -path ./lib/cuda -prune -o -type f -print | s
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 base=http://127.0.0.1:$port
 # Exactly the image's environment (docker/Dockerfile ENV), except the loopback listen address and the
-# shorter drain; nothing from this shell (no ORT_DYLIB_PATH, no CONVRNN_ORT_LIBRARY) leaks in.
+# shorter drain; nothing from this shell (no ORT_DYLIB_PATH, no CONVRNN_ORT_LIBRARY) leaks in. The server
+# must find ONNX Runtime in ../lib relative to its executable, as in the image.
 envs=(PATH="$opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/nonexistent
       CONVRNN_LISTEN="127.0.0.1:$port" CONVRNN_MODEL_DIR="$opt/models" CONVRNN_DRAIN_TIMEOUT_MS="$drain_ms")
 if [ "$flavour" = cuda ]; then
@@ -122,11 +122,10 @@ done
 log "ready after $(( $(date +%s) - t0 ))s since start of script"
 
 [ "$(status_of "$base/health/live")" = 200 ] || fail "/health/live is not 200"
-CONVRNN_LISTEN="0.0.0.0:$port" "$opt/bin/healthcheck" /health/ready || fail "bin/healthcheck (HEALTHCHECK) failed"
-CONVRNN_LISTEN="0.0.0.0:$port" "$opt/bin/healthcheck" /health/live || fail "bin/healthcheck /health/live failed"
-if CONVRNN_LISTEN="0.0.0.0:$port" "$opt/bin/healthcheck" /no/such/route 2>/dev/null; then
-  fail "bin/healthcheck accepted a 404"
-fi
+# The image's HEALTHCHECK: `convrnn-serve healthcheck` with CONVRNN_HEALTHCHECK_URL (here on our port).
+hc() { env -i CONVRNN_HEALTHCHECK_URL="$base$1" "$opt/bin/convrnn-serve" healthcheck; }
+hc /health/ready || fail "convrnn-serve healthcheck (the image's HEALTHCHECK) failed"
+if hc /no/such/route 2>/dev/null; then fail "convrnn-serve healthcheck accepted a 404"; fi
 
 ort_maps=$(grep -o '/[^ ]*libonnxruntime[^ ]*' "/proc/$server_pid/maps" | sort -u || true)
 [ -n "$ort_maps" ] || fail "libonnxruntime is not mapped into the server process"

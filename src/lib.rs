@@ -168,6 +168,17 @@ pub async fn run(
         let metrics = metrics.clone();
         tokio::task::spawn_blocking(move || start_engine(&args, metrics)).await??
     };
+    serve(listener, args, engine, metrics, shutdown).await
+}
+
+/// Serves an already started engine (tests use this with a fake backend); see [`run`].
+pub async fn serve(
+    listener: TcpListener,
+    args: ServeArgs,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let state = app_state(&args, engine.clone(), metrics);
     let app = api::router(state);
     tracing::info!(addr = %listener.local_addr()?, "listening");

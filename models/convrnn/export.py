@@ -39,7 +39,7 @@ def build_metadata(model: ConvRNN, name=None, description=None, trained_on=None)
         "resize": inp.get("resize", "shorter-side-then-center-crop"),
         "grayscale": inp.get("grayscale", "replicate"),
     }
-    if "resize_shorter_side" in inp:
+    if inp.get("resize_shorter_side"):
         meta_input["resize_shorter_side"] = inp["resize_shorter_side"]
     ro = dict(cfg.get("readout", {"rule": "last"}))
     readout = {"rule": ro.get("rule", "last")}

@@ -123,6 +123,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::UnknownModel(_) => ApiError::NotFound(e.to_string(), "model_not_found"),
             EngineError::Overloaded { .. } => ApiError::Overloaded(e.to_string()),
+            EngineError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
             EngineError::Timeout => ApiError::Timeout(e.to_string()),
             EngineError::ShuttingDown => ApiError::Unavailable(e.to_string()),
             EngineError::Backend(_) => ApiError::Internal(e.to_string()),

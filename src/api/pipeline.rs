@@ -134,5 +134,11 @@ pub fn timing_headers(results: &[ItemResult], started: std::time::Instant) -> He
     {
         headers.insert("x-device", d);
     }
+    let mut workers: Vec<&str> = results.iter().map(|r| r.worker.as_str()).collect();
+    workers.sort_unstable();
+    workers.dedup();
+    if let Ok(w) = HeaderValue::from_str(&workers.join(",")) {
+        headers.insert("x-worker", w);
+    }
     headers
 }

@@ -112,7 +112,15 @@ pub fn parse_layers(spec: Option<&str>, meta: &ModelMetadata) -> Result<Vec<Stri
         return Ok(meta.layers.iter().map(|l| l.name.clone()).collect());
     }
     let mut out: Vec<String> = Vec::new();
-    for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    let names = spec.split(',').map(str::trim).filter(|s| !s.is_empty());
+    let expanded = names.flat_map(|n| -> Vec<&str> {
+        if n == "all" {
+            meta.layers.iter().map(|l| l.name.as_str()).collect()
+        } else {
+            vec![n]
+        }
+    });
+    for name in expanded {
         if name != LOGITS_NAME && meta.layer(name).is_none() {
             let known: Vec<&str> = meta.layers.iter().map(|l| l.name.as_str()).collect();
             return Err(ApiError::bad_request(

@@ -34,6 +34,8 @@ pub enum EngineError {
     UnknownModel(String),
     #[error("the queue of model {model:?} is full ({capacity} images); retry later")]
     Overloaded { model: String, capacity: usize },
+    #[error("the request has {images} stimuli but the queue holds at most {capacity}: split it")]
+    TooLarge { images: usize, capacity: usize },
     #[error("the request did not finish before its deadline")]
     Timeout,
     #[error("the server is shutting down")]
@@ -102,7 +104,12 @@ impl Engine {
         let mut threads = Vec::new();
         for info in infos {
             let info = Arc::new(info);
-            let queue = Arc::new(BatchQueue::new(config.queue_capacity));
+            let queue = Arc::new(BatchQueue::new(
+                config.queue_capacity,
+                metrics
+                    .failures
+                    .with_label_values(&[info.name(), reason::DISCONNECTED]),
+            ));
             let status = Arc::new(WorkerStatus::default());
             let mut worker_index = 0;
             for &device in &config.devices {
@@ -186,6 +193,13 @@ impl Engine {
             .models
             .get(model)
             .ok_or_else(|| EngineError::UnknownModel(model.to_string()))?;
+        if stimuli.len() > entry.queue.capacity() {
+            // It could never be admitted, so "retry later" would be a lie.
+            return Err(EngineError::TooLarge {
+                images: stimuli.len(),
+                capacity: entry.queue.capacity(),
+            });
+        }
         let now = Instant::now();
         let deadline = now + self.config.request_timeout;
         let outputs: Arc<[String]> = Arc::from(outputs);
@@ -206,16 +220,10 @@ impl Engine {
             .collect();
         if let Err((why, _)) = entry.queue.try_push_all(items) {
             return Err(match why {
-                PushError::Full => {
-                    self.metrics
-                        .failures
-                        .with_label_values(&[model, reason::OVERLOADED])
-                        .inc();
-                    EngineError::Overloaded {
-                        model: model.to_string(),
-                        capacity: entry.queue.capacity(),
-                    }
-                }
+                PushError::Full => EngineError::Overloaded {
+                    model: model.to_string(),
+                    capacity: entry.queue.capacity(),
+                },
                 PushError::Closed => EngineError::ShuttingDown,
             });
         }
@@ -230,16 +238,9 @@ impl Engine {
             }
             Ok(results)
         };
-        match tokio::time::timeout_at(deadline.into(), wait).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.metrics
-                    .failures
-                    .with_label_values(&[model, reason::TIMEOUT])
-                    .inc();
-                Err(EngineError::Timeout)
-            }
-        }
+        tokio::time::timeout_at(deadline.into(), wait)
+            .await
+            .unwrap_or(Err(EngineError::Timeout))
     }
 
     /// Closes every queue (new requests fail with `ShuttingDown`), lets workers finish what is

@@ -15,18 +15,14 @@ pub(crate) struct BatchQueue {
     state: Mutex<State>,
     wake: Condvar,
     capacity: usize,
+    /// Counts items dropped because their client went away (they never answer, so nobody
+    /// else can count them).
+    disconnected: prometheus::IntCounter,
 }
 
 struct State {
     items: VecDeque<WorkItem>,
     closed: bool,
-}
-
-/// Why items were not taken into a batch; counted by the caller.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Dropped {
-    pub expired: usize,
-    pub disconnected: usize,
 }
 
 pub(crate) enum PushError {
@@ -35,8 +31,9 @@ pub(crate) enum PushError {
 }
 
 impl BatchQueue {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, disconnected: prometheus::IntCounter) -> Self {
         Self {
+            disconnected,
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 closed: false,
@@ -84,15 +81,10 @@ impl BatchQueue {
     /// after the oldest item arrived for the batch to fill. Items whose client has gone or whose
     /// deadline has passed are removed on the way and never reach the device. `None` once closed
     /// and empty.
-    pub fn next_batch(
-        &self,
-        max_batch: usize,
-        max_delay: Duration,
-    ) -> Option<(Vec<WorkItem>, Dropped)> {
-        let mut dropped = Dropped::default();
+    pub fn next_batch(&self, max_batch: usize, max_delay: Duration) -> Option<Vec<WorkItem>> {
         let mut state = self.lock();
         loop {
-            Self::prune(&mut state, &mut dropped);
+            self.prune(&mut state);
             if state.items.is_empty() {
                 if state.closed {
                     return None;
@@ -107,7 +99,7 @@ impl BatchQueue {
             if full || state.closed || now >= fill_by {
                 let n = state.items.len().min(max_batch);
                 let batch: Vec<WorkItem> = state.items.drain(..n).collect();
-                return Some((batch, dropped));
+                return Some(batch);
             }
             state = self
                 .wake
@@ -117,7 +109,9 @@ impl BatchQueue {
         }
     }
 
-    fn prune(state: &mut State, dropped: &mut Dropped) {
+    /// Removes items whose client has gone (counted) or whose deadline passed (answered with
+    /// `Timeout`, counted when their request fails).
+    fn prune(&self, state: &mut State) {
         if state.items.is_empty() {
             return;
         }
@@ -125,9 +119,8 @@ impl BatchQueue {
         let mut kept = VecDeque::with_capacity(state.items.len());
         for item in state.items.drain(..) {
             if item.reply.is_closed() {
-                dropped.disconnected += 1;
+                self.disconnected.inc();
             } else if now >= item.deadline {
-                dropped.expired += 1;
                 let _ = item.reply.send(Err(EngineError::Timeout));
             } else {
                 kept.push_back(item);
@@ -143,6 +136,10 @@ mod tests {
     use crate::engine::request::{FrameSource, Stimulus};
     use std::sync::Arc;
     use tokio::sync::oneshot;
+
+    fn counter() -> prometheus::IntCounter {
+        prometheus::IntCounter::new("x", "x").unwrap()
+    }
 
     fn item(
         deadline_in: Duration,
@@ -169,7 +166,7 @@ mod tests {
 
     #[test]
     fn admission_is_all_or_nothing() {
-        let q = BatchQueue::new(3);
+        let q = BatchQueue::new(3, counter());
         let (a, _ra) = item(Duration::from_secs(9));
         let (b, _rb) = item(Duration::from_secs(9));
         assert!(q.try_push_all(vec![a, b]).is_ok());
@@ -184,7 +181,7 @@ mod tests {
 
     #[test]
     fn batches_up_to_max_and_skips_gone_and_expired() {
-        let q = BatchQueue::new(16);
+        let q = BatchQueue::new(16, counter());
         let mut keep = vec![];
         for _ in 0..5 {
             let (i, r) = item(Duration::from_secs(9));
@@ -195,11 +192,11 @@ mod tests {
         drop(r_gone);
         let (late, mut r_late) = item(Duration::ZERO);
         q.try_push_all(vec![gone, late]).ok().unwrap();
-        let (batch, dropped) = q.next_batch(4, Duration::from_millis(0)).unwrap();
+        let batch = q.next_batch(4, Duration::from_millis(0)).unwrap();
         assert_eq!(batch.len(), 4);
-        assert_eq!((dropped.disconnected, dropped.expired), (1, 1));
+        assert_eq!(q.disconnected.get(), 1);
         assert!(matches!(r_late.try_recv(), Ok(Err(EngineError::Timeout))));
-        let (batch, _) = q.next_batch(4, Duration::from_millis(0)).unwrap();
+        let batch = q.next_batch(4, Duration::from_millis(0)).unwrap();
         assert_eq!(batch.len(), 1);
         q.close();
         assert!(q.next_batch(4, Duration::from_millis(0)).is_none());
@@ -207,7 +204,7 @@ mod tests {
 
     #[test]
     fn waits_for_the_batch_to_fill_until_the_delay() {
-        let q = Arc::new(BatchQueue::new(16));
+        let q = Arc::new(BatchQueue::new(16, counter()));
         let (a, _ra) = item(Duration::from_secs(9));
         q.try_push_all(vec![a]).ok().unwrap();
         let q2 = q.clone();
@@ -217,7 +214,7 @@ mod tests {
             q2.try_push_all(vec![b]).ok().unwrap();
             rb
         });
-        let (batch, _) = q.next_batch(2, Duration::from_secs(5)).unwrap();
+        let batch = q.next_batch(2, Duration::from_secs(5)).unwrap();
         assert_eq!(batch.len(), 2, "the second item joined the batch");
         let _rb = pusher.join().unwrap();
     }

@@ -57,6 +57,8 @@ pub struct ItemResult {
     pub index: usize,
     pub timings: ItemTimings,
     pub device: String,
+    /// Which worker ran it (`device#index`), so spreading over sessions is observable.
+    pub worker: String,
 }
 
 impl ItemResult {

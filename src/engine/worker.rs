@@ -9,7 +9,7 @@ use super::queue::BatchQueue;
 use super::request::{ItemResult, ItemTimings, WorkItem};
 use super::EngineError;
 use crate::backend::{Backend, BackendError, Device};
-use crate::metrics::{reason, Metrics};
+use crate::metrics::Metrics;
 use crate::model::{ModelInfo, LOGITS_NAME};
 
 /// Creates the backend on the worker's own thread (sessions are built where they will live).
@@ -91,7 +91,7 @@ fn warm_up(
 }
 
 fn fail_all(queue: &BatchQueue, config: &WorkerConfig, msg: &str) {
-    while let Some((batch, _)) = queue.next_batch(config.max_batch, Duration::ZERO) {
+    while let Some(batch) = queue.next_batch(config.max_batch, Duration::ZERO) {
         for item in batch {
             let _ = item.reply.send(Err(EngineError::Backend(format!(
                 "worker unavailable: {msg}"
@@ -112,25 +112,14 @@ fn run_loop(
     let movie_len = m.time.steps * frame_len;
     let model = info.name();
     let device = backend.device().to_string();
+    let worker = format!("{device}#{}", config.worker_index);
     // Reused across batches: the input buffer for the largest batch.
     let mut frames = Vec::with_capacity(movie_len * config.max_batch);
-    while let Some((batch, dropped)) = queue.next_batch(config.max_batch, config.max_delay) {
+    while let Some(batch) = queue.next_batch(config.max_batch, config.max_delay) {
         metrics
             .queue_depth
             .with_label_values(&[model])
             .set(queue.depth() as i64);
-        if dropped.expired > 0 {
-            metrics
-                .failures
-                .with_label_values(&[model, reason::TIMEOUT])
-                .inc_by(dropped.expired as u64);
-        }
-        if dropped.disconnected > 0 {
-            metrics
-                .failures
-                .with_label_values(&[model, reason::DISCONNECTED])
-                .inc_by(dropped.disconnected as u64);
-        }
         let n = batch.len();
         frames.clear();
         frames.resize(movie_len * n, 0.0);
@@ -179,6 +168,7 @@ fn run_loop(
                             batch_size: n,
                         },
                         device: device.clone(),
+                        worker: worker.clone(),
                     }));
                 }
             }

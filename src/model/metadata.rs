@@ -154,7 +154,7 @@ impl ModelMetadata {
                 self.time.steps, self.time.image_on_steps
             ));
         }
-        if !(self.time.step_ms > 0.0) {
+        if !self.time.step_ms.is_finite() || self.time.step_ms <= 0.0 {
             return bad("time.step_ms must be positive".into());
         }
         let mut seen = std::collections::HashSet::new();

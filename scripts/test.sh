@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Every test of the project, from a clean clone: set-up, lint, the Rust tests (real server, real
+# ONNX Runtime), the models' tests (PyTorch vs ONNX Runtime, unroll semantics, cells, accuracy of
+# the committed model), the Python client tests, and the deploy checks.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+step() { printf '\n===== %s (%ss)\n' "$*" "$SECONDS" >&2; }
+
+step "set-up"
+scripts/setup.sh --test
+
+step "rust: fmt, clippy"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+
+step "rust: the CUDA path compiles"
+cargo check --locked --features cuda
+
+step "rust: tests"
+cargo test --locked
+
+if [ -d tests/python ]; then
+  step "python: client tests against the server"
+  .venv/bin/python -m pytest -q tests/python
+fi
+
+step "models: set-up and tests"
+models/run_tests.sh
+
+step "deploy: static checks"
+scripts/check-deploy.sh
+
+step "deploy: host equivalent of the Docker build and run"
+scripts/deploy-smoke.sh
+
+step "all tests passed"

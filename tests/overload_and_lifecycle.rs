@@ -1,0 +1,287 @@
+//! Overload, readiness and drain, made deterministic with a slow fake backend behind the real
+//! HTTP server and engine (the model description is the real fixture's).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{fixture_dir, png, MODEL};
+use convrnn_serve::backend::ort::{init_runtime, inspect};
+use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor};
+use convrnn_serve::config::ServeArgs;
+use convrnn_serve::engine::{BackendFactory, Engine, EngineConfig};
+use convrnn_serve::metrics::Metrics;
+use convrnn_serve::model::ModelInfo;
+use tokio::sync::oneshot;
+
+/// Answers zeros of the right shapes after sleeping `delay` per batch.
+struct SlowBackend {
+    info: ModelInfo,
+    delay: Duration,
+}
+
+impl Backend for SlowBackend {
+    fn run(
+        &mut self,
+        _frames: &[f32],
+        batch: usize,
+        outputs: &[String],
+    ) -> Result<Vec<OutputTensor>, BackendError> {
+        std::thread::sleep(self.delay);
+        Ok(outputs
+            .iter()
+            .map(|name| {
+                let mut shape = vec![batch];
+                shape.extend(self.info.item_shape(name).unwrap());
+                OutputTensor {
+                    name: name.clone(),
+                    data: vec![0.0; shape.iter().product()],
+                    shape,
+                }
+            })
+            .collect())
+    }
+
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+}
+
+struct Harness {
+    base: String,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Serves the fixture's description with a fake backend: `startup` is how long building a
+/// session takes, `delay` how long each batch takes.
+async fn start(
+    startup: Duration,
+    delay: Duration,
+    configure: impl FnOnce(&mut ServeArgs),
+) -> Harness {
+    init_runtime(None).unwrap();
+    let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
+    let mut args = ServeArgs::defaults();
+    args.max_batch_size = 1;
+    args.max_queue_delay_ms = 0;
+    configure(&mut args);
+    let factory: BackendFactory = Arc::new(move |info: &ModelInfo, _device| {
+        std::thread::sleep(startup);
+        Ok(Box::new(SlowBackend {
+            info: info.clone(),
+            delay,
+        }) as Box<dyn Backend>)
+    });
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(
+        Engine::start(
+            vec![info],
+            factory,
+            EngineConfig {
+                devices: vec![Device::Cpu],
+                sessions_per_device: 1,
+                max_batch: args.max_batch_size,
+                max_delay: args.max_queue_delay(),
+                queue_capacity: args.queue_capacity,
+                request_timeout: args.request_timeout(),
+            },
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(convrnn_serve::serve(
+        listener,
+        args,
+        engine,
+        metrics,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Harness {
+        base,
+        client: reqwest::Client::new(),
+        shutdown: Some(tx),
+        server,
+    }
+}
+
+impl Harness {
+    fn classify(&self) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/v1/models/{MODEL}/classify", self.base))
+            .header("content-type", "image/png")
+            .body(png(16, 16, 1))
+    }
+
+    async fn ready_status(&self) -> u16 {
+        self.client
+            .get(format!("{}/health/ready", self.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+#[tokio::test]
+async fn full_queue_answers_429_with_retry_after() {
+    let h = start(Duration::ZERO, Duration::from_millis(600), |a| {
+        a.queue_capacity = 1
+    })
+    .await;
+    while h.ready_status().await != 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A: taken by the only worker (busy 600 ms); B: fills the one queue slot; C: refused.
+    let a = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let b = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let c = h.classify().send().await.unwrap();
+    assert_eq!(c.status(), 429);
+    assert_eq!(c.headers()["retry-after"], "1");
+    let body: serde_json::Value = c.json().await.unwrap();
+    assert_eq!(body["code"], "overloaded");
+    assert_eq!(a.await.unwrap().unwrap().status(), 200);
+    assert_eq!(b.await.unwrap().unwrap().status(), 200);
+    let metrics = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"convrnn_request_failures_total{model="tiny_convrnn",reason="overloaded"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn requests_past_their_deadline_are_dropped_before_the_device() {
+    let h = start(Duration::ZERO, Duration::from_millis(400), |a| {
+        a.request_timeout_ms = 250
+    })
+    .await;
+    while h.ready_status().await != 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let a = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let b = h.classify().send().await.unwrap();
+    assert_eq!(b.status(), 504, "B waited behind A past its deadline");
+    assert_eq!(
+        a.await.unwrap().unwrap().status(),
+        504,
+        "A's batch outlasted its deadline"
+    );
+    // Let A's batch finish and the worker look at B.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let metrics = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Only A reached the device (plus the two warm-up runs): B was dropped from the queue.
+    assert!(
+        metrics.contains(r#"convrnn_device_batches_total{device="cpu",model="tiny_convrnn"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn ready_flips_after_warm_up_and_back_during_drain() {
+    let mut h = start(
+        Duration::from_millis(800),
+        Duration::from_millis(500),
+        |a| {
+            a.drain_delay_ms = 700;
+        },
+    )
+    .await;
+    assert_eq!(
+        h.ready_status().await,
+        503,
+        "not ready while the session warms up"
+    );
+    let live = h
+        .client
+        .get(format!("{}/health/live", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let mut waited = 0;
+    while h.ready_status().await != 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+        assert!(waited < 500, "never became ready");
+    }
+    // A request in flight when the signal comes still gets its answer.
+    let in_flight = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = h.shutdown.take().unwrap().send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.ready_status().await, 503, "draining");
+    let r = in_flight.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200, "in-flight request completed during drain");
+    let finished = tokio::time::timeout(Duration::from_secs(10), h.server).await;
+    assert!(finished
+        .expect("server stops after the drain")
+        .unwrap()
+        .is_ok());
+}
+
+#[tokio::test]
+async fn requests_whose_client_left_never_reach_the_device() {
+    let h = start(Duration::ZERO, Duration::from_millis(500), |_| {}).await;
+    while h.ready_status().await != 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let a = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // B gives up while A still holds the worker; its connection closes.
+    let b = h
+        .classify()
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(b.is_err(), "client timed out");
+    assert_eq!(a.await.unwrap().unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let metrics = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"convrnn_device_batches_total{device="cpu",model="tiny_convrnn"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"convrnn_request_failures_total{model="tiny_convrnn",reason="disconnected"} 1"#
+        ),
+        "{metrics}"
+    );
+}
