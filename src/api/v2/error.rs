@@ -6,13 +6,15 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::api::error::{ApiError, FailureReason};
 use crate::engine::EngineError;
 use crate::metrics::reason;
 
 /// The body of every KServe v2 error response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": "input \"frames\" has shape [1, 5, 3, 32, 32]; the model takes [n, 8, 3, 32, 32]"}))]
 pub struct V2ErrorBody {
     pub error: String,
 }

@@ -17,6 +17,7 @@
 //! subset (none: all). The binary tensor data extension works both ways. Requests run through
 //! the same engine and batcher as `/v1`.
 
+pub mod docs;
 pub mod error;
 pub mod protocol;
 

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::error::V2Error;
 
@@ -16,21 +17,21 @@ pub const FP32: &str = "FP32";
 pub const BYTES: &str = "BYTES";
 
 /// `{"name", "datatype", "shape"}` of model metadata; `-1` marks a variable axis.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct TensorMetadata {
     pub name: String,
     pub datatype: &'static str,
     pub shape: Vec<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ServerMetadata {
     pub name: &'static str,
     pub version: &'static str,
     pub extensions: Vec<&'static str>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelMetadata {
     pub name: String,
     pub versions: Vec<String>,
@@ -39,36 +40,42 @@ pub struct ModelMetadata {
     pub outputs: Vec<TensorMetadata>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct InferRequest {
     #[serde(default)]
     pub id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     pub inputs: Vec<RequestInput>,
     #[serde(default)]
     pub outputs: Option<Vec<RequestOutput>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RequestInput {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
+    /// Row-major values, flat or nested: numbers for FP32, base64 strings for BYTES. Omitted
+    /// when `parameters.binary_data_size` says the values follow the JSON in binary.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<serde_json::Value>>)]
     pub data: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RequestOutput {
     pub name: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InferResponse {
     pub model_name: String,
     pub model_version: String,
@@ -77,12 +84,13 @@ pub struct InferResponse {
     pub outputs: Vec<ResponseOutput>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ResponseOutput {
     pub name: String,
     pub datatype: &'static str,
     pub shape: Vec<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Vec<f32>>,
