@@ -56,7 +56,7 @@ pub struct LayerActivations {
     #[schema(example = json!([1, 2, 8]))]
     pub shape: Vec<usize>,
     /// Nested arrays of that shape (`numpy.array(data)` restores it).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub data: serde_json::Value,
 }
 

@@ -127,7 +127,9 @@ pub async fn classify(
     let meta = &info.metadata;
     let k = meta.labels.len();
     let top_k = options.top_k.unwrap_or(5);
-    if top_k == 0 {
+    // A query value the body overrides must still be valid (the document says minimum 1).
+    let query_top_k = merge_options::<ClassifyOptions>(query.as_deref(), None)?.top_k;
+    if top_k == 0 || query_top_k == Some(0) {
         return Err(ApiError::bad_request(
             "bad_option",
             "top_k must be at least 1",

@@ -10,6 +10,7 @@ pub mod models;
 pub mod openapi;
 pub mod pipeline;
 pub mod selection;
+pub mod v2;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,7 +60,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/openapi.json",
             get(move || async move { Json(spec.clone()) }),
-        );
+        )
+        .merge(v2::router());
     v1.merge(
         utoipa_swagger_ui::SwaggerUi::new("/docs").url("/docs/openapi.json", openapi::document()),
     )
