@@ -22,7 +22,8 @@ cargo test --locked
 
 if [ -d tests/python ]; then
   step "python: client tests against the server"
-  .venv/bin/python -m pytest -q tests/python
+  # The binary `cargo test` just built, not a possibly stale release build.
+  CONVRNN_SERVE_BIN=target/debug/convrnn-serve .venv/bin/python -m pytest -q tests/python
 fi
 
 step "models: set-up and tests"
