@@ -138,6 +138,8 @@ async fn undeclared_methods_get_405() {
             .unwrap();
         assert_eq!(r.status(), 405, "{method} {path}");
         assert!(r.headers().contains_key("allow"), "{method} {path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_allowed", "{method} {path}");
     }
     s.stop().await;
 }

@@ -30,6 +30,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String, &'static str),
     #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -61,6 +63,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(..) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -75,6 +78,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => code,
             ApiError::NotFound(_, code) => code,
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotAcceptable(_) => "not_acceptable",
@@ -160,6 +164,7 @@ mod tests {
         let table = [
             (ApiError::bad_request("x", "m"), 400),
             (ApiError::NotFound("m".into(), "model_not_found"), 404),
+            (ApiError::MethodNotAllowed("m".into()), 405),
             (ApiError::UnsupportedMediaType("m".into()), 415),
             (ApiError::PayloadTooLarge("m".into()), 413),
             (ApiError::NotAcceptable("m".into()), 406),

@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         utoipa_swagger_ui::SwaggerUi::new("/docs").url("/docs/openapi.json", openapi::document()),
     )
     .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
     .route_layer(middleware::from_fn_with_state(state.clone(), track))
     .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
     .with_state(state)
@@ -73,6 +74,10 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()), "not_found")
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
