@@ -68,6 +68,15 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Healthcheck { url } => healthcheck(&url),
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| {
+                let port = std::env::var("CONVRNN_LISTEN")
+                    .ok()
+                    .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+                    .map_or(8080, |a| a.port());
+                format!("http://127.0.0.1:{port}/health/ready")
+            });
+            healthcheck(&url)
+        }
     }
 }
