@@ -33,12 +33,9 @@ pub enum Command {
     },
     /// Exit 0 if the server at --url answers ready (for container HEALTHCHECKs without curl).
     Healthcheck {
-        #[arg(
-            long,
-            env = "CONVRNN_HEALTHCHECK_URL",
-            default_value = "http://127.0.0.1:8080/health/ready"
-        )]
-        url: String,
+        /// Default: /health/ready on the port of CONVRNN_LISTEN (8080 if unset), on loopback.
+        #[arg(long, env = "CONVRNN_HEALTHCHECK_URL")]
+        url: Option<String>,
     },
 }
 
