@@ -49,7 +49,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, *extra_args: str):
+    def __init__(self, *extra_args: str, model_dir: pathlib.Path = FIXTURES):
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.base = f"http://{self.url}"
@@ -59,7 +59,7 @@ class Server:
                 str(server_binary()),
                 "serve",
                 "--model-dir",
-                str(FIXTURES),
+                str(model_dir),
                 "--listen",
                 self.url,
                 "--devices",
