@@ -1,6 +1,6 @@
 """Every architecture exported to ONNX: the contract holds and ONNX Runtime equals PyTorch
 (batch 1 and 3, max abs diff <= 1e-4). Published architectures are checked through their
-small-input variants (same cells, unroll, feedback, readout, T); see also test_full_size."""
+small-input variants (same cells, unroll, feedback, readout, T)."""
 import json
 import os
 import subprocess
