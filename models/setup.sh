@@ -4,8 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
+apt_install() {
+  local SUDO=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "$@"
+}
 if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+  rm -rf .venv
+  if ! "$PY" -m venv .venv; then
+    rm -rf .venv
+    apt_install python3-venv
+    "$PY" -m venv .venv
+  fi
 fi
 # skip pip when every pin is already satisfied (fast reruns)
 if ! .venv/bin/python - <<'PYEOF' 2>/dev/null
@@ -26,9 +37,6 @@ then
 fi
 DATA=/usr/share/datasets/fashion-mnist
 if [ ! -f "$DATA/t10k-images-idx3-ubyte.gz" ] || [ ! -f "$DATA/train-images-idx3-ubyte.gz" ]; then
-  SUDO=""
-  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
-  $SUDO apt-get update
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y dataset-fashion-mnist
+  apt_install dataset-fashion-mnist
 fi
 echo "models/setup.sh: ok ($(.venv/bin/python -c 'import torch,onnxruntime;print("torch",torch.__version__,"onnxruntime",onnxruntime.__version__)'))"
