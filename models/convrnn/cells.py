@@ -38,6 +38,7 @@ class SameConv2d(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=0, bias=bias, groups=groups)
         self.pad = None
+        assert stride == 1 or in_size is not None, "strided SAME padding needs the input size"
         if padding == "same":
             ph = same_pads(k, stride, None if in_size is None else in_size[0])
             pw = same_pads(k, stride, None if in_size is None else in_size[1])
@@ -96,9 +97,6 @@ class Cell(nn.Module):
     def init_state(self, x):
         n, _, h, w = x.shape
         return tuple(x.new_zeros((n, c, h, w)) for c in self.state_channels)
-
-    def init_state_shape(self, n, h, w, like):
-        return tuple(like.new_zeros((n, c, h, w)) for c in self.state_channels)
 
 
 class FeedForward(Cell):
