@@ -33,7 +33,7 @@ def load_fashion_mnist(split: str):
 def normalize(images_u8, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """uint8 [N,H,W] grayscale -> float32 [N,3,H,W]: x/255, replicated to RGB, then
     (x - mean) / std per channel."""
-    x = torch.as_tensor(np.asarray(images_u8), dtype=torch.float32).div_(255.0).unsqueeze(1)
+    x = torch.as_tensor(np.array(images_u8, dtype=np.float32)).div_(255.0).unsqueeze(1)
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (x.expand(-1, 3, -1, -1) - m) / s

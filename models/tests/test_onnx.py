@@ -78,3 +78,15 @@ def test_committed_baselines(models_dir, name):
         pytest.skip("baseline not trained yet")
     meta = validate(path)
     assert meta["name"] == name and meta["trained_on"]["dataset"] == "fashion-mnist"
+
+
+def test_full_size_rgc_intermediate(tmp_path):
+    """The one full-size check: rgc_intermediate at 224 px, 1000 classes, T=17 (about 35 s)."""
+    m = build_model("rgc_intermediate").eval()
+    meta = build_metadata(m, description="UNTRAINED full-size test export")
+    path = str(tmp_path / "rgc_intermediate.onnx")
+    export_onnx(m, path, meta, compare=False)
+    got = validate(path)
+    assert got["time"]["steps"] == 17 and len(got["labels"]) == 1000
+    assert [l["first_driven_step"] for l in got["layers"]] == list(range(10))
+    assert compare_ort(m, path, batches=(1, 3)) <= 1e-4
