@@ -78,14 +78,23 @@ class Sampler(threading.Thread):
         return self.samples
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600.0):
     t0 = time.monotonic()
+    time.sleep(0.3)  # a server that cannot bind exits at once: do not talk to someone else's
     while time.monotonic() - t0 < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
+                if r.status == 200 and proc.poll() is None:
                     return time.monotonic() - t0
         except Exception:  # noqa: BLE001
             pass
@@ -196,7 +205,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", default="1,8,32,128")
     ap.add_argument("--cases", default="classify:model.jpg")
-    ap.add_argument("--port", type=int, default=18080)
+    ap.add_argument("--port", type=int, default=0, help="0: a free port")
     ap.add_argument("--wrk-timeout", type=int, default=60)
     ap.add_argument("--tag", default="", help="free text stored with each record")
     # Rust server flags
@@ -216,6 +225,8 @@ def main():
     args = ap.parse_args()
 
     meta = model_meta(args.model)
+    if not args.port:
+        args.port = free_port()
     base = f"http://127.0.0.1:{args.port}"
     log = os.path.join(os.path.dirname(os.path.abspath(args.out)),
                        f"server-{args.server}-{meta['name']}-{args.port}.log")

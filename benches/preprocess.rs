@@ -35,7 +35,10 @@ fn main() {
     }
     let limits = Limits::default();
     let mut rows = Vec::new();
-    println!("{:<40} {:>5} {:>6} {:>9} {:>9}", "image", "size", "runs", "p50_ms", "mean_ms");
+    println!(
+        "{:<40} {:>5} {:>6} {:>9} {:>9}",
+        "image", "size", "runs", "p50_ms", "mean_ms"
+    );
     for path in &images {
         let bytes = std::fs::read(path).expect("read image");
         for &size in &sizes {
@@ -80,7 +83,10 @@ fn main() {
         }
     }
     if let Some(path) = json {
-        std::fs::write(path, format!("{{\"impl\":\"rust\",\"rows\":[{}]}}\n", rows.join(",")))
-            .expect("write json");
+        std::fs::write(
+            path,
+            format!("{{\"impl\":\"rust\",\"rows\":[{}]}}\n", rows.join(",")),
+        )
+        .expect("write json");
     }
 }

@@ -69,9 +69,15 @@ fn main() {
     let lib = init_runtime(None).expect("ONNX Runtime library");
     let info = inspect(&args.model).expect("model");
     let m = &info.metadata;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     // Same rule as `start_engine` for one model, one CPU session.
-    let intra = if args.intra_threads > 0 { args.intra_threads } else { cores };
+    let intra = if args.intra_threads > 0 {
+        args.intra_threads
+    } else {
+        cores
+    };
     let mut backend = OrtBackend::new(
         &info,
         Device::Cpu,
