@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! cargo bench --bench raw_ort -- --model models/rgc_fmnist.onnx [--batches 1,2,4,8,16,32]
-//!     [--seconds 4] [--min-runs 5] [--intra-threads 0] [--outputs logits|all] [--json out.json]
+//!     [--seconds 4] [--min-runs 5] [--sessions 1] [--intra-threads 0] [--outputs logits|all] [--json out.json]
 //! ```
-//! `--intra-threads 0` picks what the server picks for one model with one session per device:
-//! all cores. Each batch size is warmed up, then run until `--seconds` have passed (at least
+//! `--sessions N` runs N sessions side by side, each on its own thread (the server's
+//! `--sessions-per-device`), and reports their summed throughput; `--intra-threads 0` picks what
+//! the server picks for one model: cores / sessions. Each batch size is warmed up, then run until `--seconds` have passed (at least
 //! `--min-runs`). Throughput is batch / mean run time.
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ struct Args {
     batches: Vec<usize>,
     seconds: f64,
     min_runs: usize,
+    sessions: usize,
     intra_threads: usize,
     outputs: String,
     json: Option<PathBuf>,
@@ -32,6 +34,7 @@ fn parse_args() -> Args {
         batches: vec![1, 2, 4, 8, 16, 32],
         seconds: 4.0,
         min_runs: 5,
+        sessions: 1,
         intra_threads: 0,
         outputs: "logits".into(),
         json: None,
@@ -49,6 +52,7 @@ fn parse_args() -> Args {
             }
             "--seconds" => a.seconds = val().parse().expect("seconds"),
             "--min-runs" => a.min_runs = val().parse().expect("runs"),
+            "--sessions" => a.sessions = val().parse().expect("sessions"),
             "--intra-threads" => a.intra_threads = val().parse().expect("threads"),
             "--outputs" => a.outputs = val(),
             "--json" => a.json = Some(val().into()),
@@ -78,14 +82,18 @@ fn main() {
     } else {
         cores
     };
-    let mut backend = OrtBackend::new(
-        &info,
-        Device::Cpu,
-        &SessionOptions {
-            intra_threads: intra,
-        },
-    )
-    .expect("session");
+    let mut backends: Vec<OrtBackend> = (0..args.sessions.max(1))
+        .map(|_| {
+            OrtBackend::new(
+                &info,
+                Device::Cpu,
+                &SessionOptions {
+                    intra_threads: intra,
+                },
+            )
+            .expect("session")
+        })
+        .collect();
     let outputs: Vec<String> = match args.outputs.as_str() {
         "logits" => vec!["logits".to_string()],
         "all" => info.output_names().map(str::to_string).collect(),
@@ -93,12 +101,13 @@ fn main() {
     };
     let movie_len = m.time.steps * m.frame_len();
     eprintln!(
-        "model {} ({}), T={}, {}x{}, intra_threads={intra}, outputs={}, library {}",
+        "model {} ({}), T={}, {}x{}, sessions={}, intra_threads={intra}, outputs={}, library {}",
         m.name,
         args.model.display(),
         m.time.steps,
         m.input.height,
         m.input.width,
+        args.sessions,
         args.outputs,
         lib.display()
     );
@@ -112,21 +121,44 @@ fn main() {
         let frames: Vec<f32> = (0..movie_len * batch)
             .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 1000) as f32 / 250.0 - 2.0)
             .collect();
-        for _ in 0..2 {
-            backend.run(&frames, batch, &outputs).expect("warm-up run");
-        }
-        let mut times = Vec::new();
-        let started = Instant::now();
-        while times.len() < args.min_runs || started.elapsed().as_secs_f64() < args.seconds {
-            let t = Instant::now();
-            let out = backend.run(&frames, batch, &outputs).expect("run");
-            times.push(t.elapsed().as_secs_f64());
-            std::hint::black_box(out);
-        }
+        // Every session runs the same loop on its own thread; latencies are pooled, throughput
+        // is the sum over sessions.
+        let per_session: Vec<Vec<f64>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = backends
+                .iter_mut()
+                .map(|backend| {
+                    let (frames, outputs) = (&frames, &outputs);
+                    scope.spawn(move || {
+                        for _ in 0..2 {
+                            backend.run(frames, batch, outputs).expect("warm-up run");
+                        }
+                        let mut times = Vec::new();
+                        let started = Instant::now();
+                        while times.len() < args.min_runs
+                            || started.elapsed().as_secs_f64() < args.seconds
+                        {
+                            let t = Instant::now();
+                            let out = backend.run(frames, batch, outputs).expect("run");
+                            times.push(t.elapsed().as_secs_f64());
+                            std::hint::black_box(out);
+                        }
+                        times
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("session thread"))
+                .collect()
+        });
+        let ips: f64 = per_session
+            .iter()
+            .map(|t| batch as f64 * t.len() as f64 / t.iter().sum::<f64>())
+            .sum();
+        let mut times: Vec<f64> = per_session.into_iter().flatten().collect();
         let mean = times.iter().sum::<f64>() / times.len() as f64;
         times.sort_by(f64::total_cmp);
         let (p50, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
-        let ips = batch as f64 / mean;
         println!(
             "{batch:>5} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.1}",
             times.len(),
@@ -146,9 +178,10 @@ fn main() {
     }
     if let Some(path) = args.json {
         let json = format!(
-            "{{\"model\":\"{}\",\"path\":\"{}\",\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"rows\":[{}]}}\n",
+            "{{\"model\":\"{}\",\"path\":\"{}\",\"sessions\":{},\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"rows\":[{}]}}\n",
             m.name,
             args.model.display(),
+            args.sessions,
             args.outputs,
             rows.join(",")
         );

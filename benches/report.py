@@ -27,7 +27,7 @@ def load(run: str):
     raw, loads, pre = {}, [], {}
     for p in glob.glob(os.path.join(run, "raw-*.json")):
         r = json.load(open(p))
-        raw[(r["model"], r["outputs"])] = r
+        raw[(r["model"], r["outputs"], r.get("sessions", 1))] = r
     for p in glob.glob(os.path.join(run, "*.jsonl")):
         loads += [json.loads(line) for line in open(p) if line.strip()]
     for p in glob.glob(os.path.join(run, "preprocess-*.json")):
@@ -57,7 +57,7 @@ def fmt(x, nd=1):
 
 def models_in(raw, loads):
     names = []
-    for (m, _o) in raw:
+    for (m, _o, _s) in raw:
         if m not in names:
             names.append(m)
     for r in loads:
@@ -72,7 +72,10 @@ def targets_section(raw, loads, pre, out):
     out.append("| # | target | model | measured | verdict |")
     out.append("|---|---|---|---|---|")
     for m in models_in(raw, loads):
-        r = raw.get((m, "logits"))
+        # The ceiling: the best batch size over every session layout measured.
+        rows = [dict(x, sessions=v.get("sessions", 1)) for k, v in raw.items()
+                if k[0] == m and k[1] == "logits" for x in v["rows"]]
+        r = {"rows": rows} if rows else None
         cls = pick(loads, server="rust", model=m, case="classify:model.jpg")
         if r and cls:
             best = max(r["rows"], key=lambda x: x["images_per_s"])
@@ -81,17 +84,18 @@ def targets_section(raw, loads, pre, out):
             out.append(
                 f"| 1 | saturated HTTP >= {TARGETS['throughput_vs_raw']:.2f}x raw ORT best batch | {m} | "
                 f"{sat['ok_rps']:.1f} img/s (c={sat['conns']}) vs raw {best['images_per_s']:.1f} img/s "
-                f"(batch {best['batch']}) = **{ratio:.2f}x** | {ok(ratio >= TARGETS['throughput_vs_raw'])} |")
+                f"(batch {best['batch']}, {best['sessions']} session(s)) = **{ratio:.2f}x** | {ok(ratio >= TARGETS['throughput_vs_raw'])} |")
         c1 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1)
         if r and c1:
-            b1 = next(x for x in r["rows"] if x["batch"] == 1)
+            b1 = min((x for x in r["rows"] if x["batch"] == 1), key=lambda x: x["p50_ms"])
             over = c1["lat_p50_ms"] - b1["p50_ms"]
             out.append(
                 f"| 2 | no-load p50 <= raw batch-1 + {TARGETS['latency_overhead_ms']:.0f} ms | {m} | "
                 f"{c1['lat_p50_ms']:.2f} ms vs raw {b1['p50_ms']:.2f} ms = **+{over:.2f} ms** | "
                 f"{ok(over <= TARGETS['latency_overhead_ms'])} |")
         rs32 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=32)
-        py32 = one(loads, server="python", model=m, case="classify:model.jpg", conns=32)
+        py32s = pick(loads, server="python", model=m, case="classify:model.jpg", conns=32)
+        py32 = max(py32s, key=lambda x: x["ok_rps"]) if py32s else None  # its best settings
         if rs32 and py32:
             want = TARGETS["vs_python"].get(m, 1.2)
             ratio = rs32["ok_rps"] / py32["ok_rps"]
@@ -146,8 +150,9 @@ def targets_section(raw, loads, pre, out):
 
 def raw_section(raw, out):
     out.append("### Raw ONNX Runtime (no HTTP), `benches/raw_ort.rs`\n")
-    for (m, o), r in sorted(raw.items()):
-        out.append(f"**{m}**, outputs `{o}`, intra-op threads {r['intra_threads']} ({r['cores']} cores)\n")
+    for (m, o, sess), r in sorted(raw.items()):
+        out.append(f"**{m}**, outputs `{o}`, {sess} session(s) x {r['intra_threads']} intra-op "
+                   f"thread(s) ({r['cores']} cores)\n")
         out.append("| batch | runs | p50 ms | p90 ms | mean ms | images/s |")
         out.append("|---:|---:|---:|---:|---:|---:|")
         for x in r["rows"]:
@@ -170,10 +175,10 @@ def load_section(loads, out):
     out.append("")
     cmds = {}
     for r in loads:
-        cmds.setdefault((r["server"], r["model"]), r.get("server_cmd", ""))
+        cmds.setdefault((r["server"], r["model"], r.get("server_cmd", "")), 1)
     out.append("Server command lines:\n")
     out.append("```")
-    for (s, m), c in sorted(cmds.items()):
+    for (s, m, c) in sorted(cmds):
         out.append(f"# {s} / {m}\n{c}")
     out.append("```\n")
 
@@ -233,9 +238,10 @@ def plot(raw, loads, path):
         if py:
             ax.plot([r["conns"] for r in py], [r["ok_rps"] for r in py], "r*", ms=14,
                     label="python classify:model.jpg")
-        r = raw.get((m, "logits"))
-        if r:
-            best = max(r["rows"], key=lambda x: x["images_per_s"])
+        rows = [dict(x, sessions=v.get("sessions", 1)) for k, v in raw.items()
+                if k[0] == m and k[1] == "logits" for x in v["rows"]]
+        if rows:
+            best = max(rows, key=lambda x: x["images_per_s"])
             ax.axhline(best["images_per_s"], color="k", ls="-.", lw=1,
                        label=f"raw ORT best (batch {best['batch']})")
             ax.axhline(0.9 * best["images_per_s"], color="gray", ls=":", lw=1, label="0.90x raw")

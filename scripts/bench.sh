@@ -31,7 +31,7 @@ PLOT=${BENCH_PLOT:-docs/benchmarks.png}
 SKIP=" ${BENCH_SKIP:-} "
 RAW_SECS=4
 PRE_SECS=3
-INT_BATCHES=1,2,4,8
+INT_BATCHES=1,2,4
 if [ "$QUICK" = 1 ]; then
   SECS=3; INT_SECS=20; OVER_SECS=20; RAW_SECS=1; PRE_SECS=1; INT_BATCHES=1,2
 fi
@@ -84,11 +84,16 @@ for m in "${MODELS[@]}"; do "$PY" benches/flops.py "$m" --json "$OUT/flops-$(bas
 if ! skip raw; then
   for m in "${MODELS[@]}"; do
     name=$(basename "$m" .onnx)
-    if [ "$m" = "$FMNIST" ]; then batches=1,2,4,8,16,32; secs=$RAW_SECS; min=5; else batches=$INT_BATCHES; secs=$RAW_SECS; min=2; fi
-    for outputs in logits all; do
-      log "raw ORT: $name, outputs=$outputs, batches $batches"
-      cargo bench --quiet --bench raw_ort -- --model "$m" --batches "$batches" --seconds "$secs" \
-        --min-runs "$min" --outputs "$outputs" --json "$OUT/raw-$name-$outputs.json"
+    if [ "$m" = "$FMNIST" ]; then batches=1,2,4,8,16,32; min=5; layouts="1 2"; else batches=$INT_BATCHES; min=2; layouts="1"; fi
+    # Session layouts as the server runs them: 1 session x all cores, 2 sessions x 1 core.
+    for sessions in $layouts; do
+      for outputs in logits all; do
+        [ "$outputs" = all ] && [ "$sessions" != 1 ] && continue
+        log "raw ORT: $name, $sessions session(s), outputs=$outputs, batches $batches"
+        cargo bench --quiet --bench raw_ort -- --model "$m" --batches "$batches" --seconds "$RAW_SECS" \
+          --min-runs "$min" --sessions "$sessions" --outputs "$outputs" \
+          --json "$OUT/raw-$name-$outputs-s$sessions.json"
+      done
     done
   done
 fi
@@ -104,10 +109,11 @@ fi
 
 # --- 2./3. HTTP under load: our server and the Python reference ---------------------------------
 # Server settings (tuned on this machine; see docs/benchmarks.md "Tuning"):
-RUST_FLAGS_FMNIST=${BENCH_RUST_FLAGS_FMNIST:---max-batch-size 16 --max-queue-delay-ms 2}
+RUST_FLAGS_FMNIST=${BENCH_RUST_FLAGS_FMNIST:---sessions-per-device 2 --max-batch-size 16 --max-queue-delay-ms 0}
 RUST_FLAGS_INT=${BENCH_RUST_FLAGS_INT:---max-batch-size 4 --max-queue-delay-ms 0}
 PY_FLAGS_FMNIST=${BENCH_PY_FLAGS_FMNIST:---workers 2 --py-intra-threads 1}
 PY_FLAGS_INT=${BENCH_PY_FLAGS_INT:---workers 1 --py-intra-threads 2}
+PY_FLAGS_INT2=${BENCH_PY_FLAGS_INT2:---workers 2 --py-intra-threads 1}
 CASES_FMNIST="classify:model.jpg,classify:model.png,classify:camera.jpg,classify:camera.png,npz:model.jpg,json:model.jpg"
 CASES_INT="classify:model.jpg,npz:model.jpg"
 if ! skip fmnist; then
@@ -130,6 +136,8 @@ if ! skip intermediate; then
     log "load: python server, rgc_intermediate"
     "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
       --seconds "$INT_SECS" --concurrency 1,32 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT
+    "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+      --seconds "$INT_SECS" --concurrency 32 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT2
   fi
 fi
 
