@@ -155,7 +155,7 @@ fn build_session(
     let conv = |e: ort::Error<ort::session::builder::SessionBuilder>| err(ort::Error::from(e));
     let mut builder = Session::builder(env)
         .map_err(&err)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(conv)?;
     match device {
         Device::Cpu => {
