@@ -5,7 +5,7 @@
 //! - `application/json`: `{"images": ["<base64>", ...], "mask": "<base64>", "options": {...}}`.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request};
+use axum::extract::{FromRequest, FromRequestParts, Multipart, RawPathParams, Request};
 use axum::http::header::CONTENT_TYPE;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -21,6 +21,37 @@ pub struct ImagePayload {
     pub mask: Option<Bytes>,
     /// The JSON options object, if the body carried one.
     pub options: Option<serde_json::Value>,
+    /// The model's admission slot, held until the payload is dropped (after inference).
+    pub admission: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Takes one of the model's admission slots before the body is read; none left is a 429 that
+/// costs neither the body's memory nor a decode. Routes without a known `{model}` pass.
+async fn admit(
+    req: Request,
+    state: &AppState,
+) -> Result<(Request, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let model = RawPathParams::from_request_parts(&mut parts, state)
+        .await
+        .ok()
+        .and_then(|p| {
+            p.iter()
+                .find(|(k, _)| *k == "model")
+                .map(|(_, v)| v.to_string())
+        });
+    let req = Request::from_parts(parts, body);
+    let Some(entry) = model.as_deref().and_then(|m| state.engine.model(m)) else {
+        return Ok((req, None));
+    };
+    match entry.admission.clone().try_acquire_owned() {
+        Ok(permit) => Ok((req, Some(permit))),
+        Err(_) => Err(crate::engine::EngineError::Overloaded {
+            model: entry.info.name().to_string(),
+            capacity: state.engine.config().queue_capacity,
+        }
+        .into()),
+    }
 }
 
 /// The JSON request body.
@@ -62,6 +93,7 @@ impl FromRequest<AppState> for ImagePayload {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (req, admission) = admit(req, state).await?;
         let content_type = req
             .headers()
             .get(CONTENT_TYPE)
@@ -106,6 +138,7 @@ impl FromRequest<AppState> for ImagePayload {
                     images,
                     mask,
                     options: parsed.options,
+                    admission: None,
                 }
             } else {
                 return Err(ApiError::UnsupportedMediaType(format!(
@@ -114,6 +147,8 @@ impl FromRequest<AppState> for ImagePayload {
                 if content_type.is_empty() { "(none)" } else { &content_type }
             )));
             };
+        let mut payload = payload;
+        payload.admission = admission;
         if payload.images.is_empty() {
             return Err(ApiError::bad_request(
                 "no_images",

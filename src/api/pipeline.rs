@@ -2,9 +2,10 @@
 //! KServe v2 with encoded images): find the model, decode and preprocess the images off the async
 //! runtime, lay them out in time, and run them through the engine.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::http::{HeaderMap, HeaderValue};
+use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use super::input::ImagePayload;
@@ -46,6 +47,18 @@ pub fn preprocess_spec(info: &ModelInfo) -> Result<Preprocess, ApiError> {
     })
 }
 
+/// Requests decoding at once, process-wide: one per core.
+fn decode_permits() -> &'static Semaphore {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        )
+    })
+}
+
 /// Decodes every image on the blocking pool (decoding is CPU-bound and would stall the
 /// runtime's workers). An error names the image it came from.
 pub async fn decode_images(
@@ -56,6 +69,13 @@ pub async fn decode_images(
     let spec = preprocess_spec(info)?;
     let limits = state.limits.image;
     let count = images.len();
+    // Decode at most one request per core at a time. Unbounded, every open connection would get
+    // a blocking thread (tokio allows 512) holding a full-size decoded image, and on a small
+    // machine they would starve the inference threads (see docs/benchmarks.md, memory).
+    let _permit = decode_permits()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(format!("decoder permits: {e}")))?;
     tokio::task::spawn_blocking(move || {
         images
             .iter()

@@ -155,7 +155,7 @@ fn build_session(
     let conv = |e: ort::Error<ort::session::builder::SessionBuilder>| err(ort::Error::from(e));
     let mut builder = Session::builder(env)
         .map_err(&err)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(conv)?;
     match device {
         Device::Cpu => {
@@ -170,6 +170,10 @@ fn build_session(
                 .with_intra_threads(threads)
                 .map_err(conv)?
                 .with_inter_threads(1)
+                .map_err(conv)?
+                // Idle pool threads spinning for work burned ~25% of the CPU under load and
+                // starved decoding and the HTTP threads on a small machine (docs/benchmarks.md).
+                .with_intra_op_spinning(false)
                 .map_err(conv)?;
         }
         Device::Cuda(id) => {

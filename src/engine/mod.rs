@@ -58,6 +58,10 @@ pub struct EngineConfig {
 pub struct ModelEntry {
     pub info: Arc<ModelInfo>,
     pub devices: Vec<Device>,
+    /// Requests admitted at once (reading their body, decoding, queued, on the device): the
+    /// queue capacity plus one full batch per worker. Taken before the body is read, so memory
+    /// under overload is bounded by this, not by the number of open connections.
+    pub admission: Arc<tokio::sync::Semaphore>,
     queue: Arc<BatchQueue>,
     status: Arc<WorkerStatus>,
     workers: usize,
@@ -140,6 +144,9 @@ impl Engine {
                 ModelEntry {
                     info,
                     devices: config.devices.clone(),
+                    admission: Arc::new(tokio::sync::Semaphore::new(
+                        config.queue_capacity + config.max_batch * worker_index,
+                    )),
                     queue,
                     status,
                     workers: worker_index,

@@ -383,6 +383,8 @@ async fn infer(
                 images,
                 mask: None,
                 options: None,
+                // The v2 body is already read (JSON/binary tensors): no admission slot.
+                admission: None,
             };
             run_images(&state, &info, payload, &Presentation::Default, names).await?
         }

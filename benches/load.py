@@ -1,0 +1,286 @@
+"""Load benchmarks of the HTTP servers, driven by `wrk` from a separate process.
+
+Starts the release `convrnn-serve` (one model per server, so it gets every core) or the Python
+reference server, waits until ready, runs a matrix of wrk runs (`benches/post.lua` posts one
+real encoded image per request), samples the server's resident memory (VmRSS of the process
+and its children) during each run, and appends one JSON line per run to --out.
+
+    python benches/load.py rust   --model models/rgc_fmnist.onnx --out r.jsonl --seconds 10 \
+        --concurrency 1,8,32,128 --cases classify:model.jpg,classify:model.png,...
+    python benches/load.py python --model models/rgc_fmnist.onnx --out r.jsonl --concurrency 32
+    python benches/load.py overload --model ... --connections 2048 --seconds 120 --queue-capacity 64
+
+Cases are `ENDPOINT:IMAGE` with ENDPOINT one of classify, npz (activations, all layers x all
+steps, Accept: application/x-npz), json (the same activations as JSON), and IMAGE one of
+model.jpg, model.png, camera.jpg, camera.png (files from benches/make_images.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "convrnn-serve")
+LUA = os.path.join(ROOT, "benches", "post.lua")
+VENV_PY = os.path.join(ROOT, "benches", ".venv", "bin", "python")
+
+
+def model_meta(path: str) -> dict:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return json.loads(s.get_modelmeta().custom_metadata_map["convrnn"])
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of pid and all its descendants (uvicorn workers are children)."""
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    return total
+
+
+class Sampler(threading.Thread):
+    def __init__(self, pid: int, every: float = 0.5):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.samples, self.stop_flag = pid, every, [], False
+        self.t0 = time.monotonic()
+
+    def run(self):
+        while not self.stop_flag:
+            self.samples.append((round(time.monotonic() - self.t0, 2), rss_kib(self.pid)))
+            time.sleep(self.every)
+
+    def stop(self):
+        self.stop_flag = True
+        self.join()
+        return self.samples
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600.0):
+    t0 = time.monotonic()
+    time.sleep(0.3)  # a server that cannot bind exits at once: do not talk to someone else's
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200 and proc.poll() is None:
+                    return time.monotonic() - t0
+        except Exception:  # noqa: BLE001
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def stop(proc: subprocess.Popen):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def start_rust(model: str, port: int, flags: list[str], log: str):
+    mdir = tempfile.mkdtemp(prefix="bench-models-")
+    os.symlink(os.path.abspath(model), os.path.join(mdir, os.path.basename(model)))
+    cmd = [BIN, "serve", "--model-dir", mdir, "--listen", f"127.0.0.1:{port}", "--devices", "cpu",
+           *flags]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "RUST_LOG": "warn"})
+    return proc, cmd, mdir
+
+
+def start_python(model: str, port: int, workers: int, intra: int, log: str):
+    cmd = [VENV_PY, "-m", "uvicorn", "ref_server:app", "--app-dir", os.path.join(ROOT, "benches"),
+           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+           "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    env = {**os.environ, "REF_MODEL": os.path.abspath(model), "REF_INTRA_THREADS": str(intra),
+           "OMP_NUM_THREADS": str(intra)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, env=env)
+    return proc, cmd
+
+
+def run_wrk(url: str, body: str, ctype: str, accept: str, conns: int, seconds: float,
+            timeout_s: int, threads: int = 1) -> dict:
+    cmd = ["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{int(round(seconds))}s", f"--timeout",
+           f"{timeout_s}s", "-s", LUA, url]
+    env = {**os.environ, "BODY_FILE": body, "CONTENT_TYPE": ctype, "ACCEPT": accept}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    for line in out.stdout.splitlines():
+        if line.startswith("WRKJSON "):
+            r = json.loads(line[len("WRKJSON "):])
+            r["wrk_cmd"] = " ".join(cmd)
+            return r
+    raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+
+
+def post_once(url: str, body: str, ctype: str, accept: str) -> int:
+    req = urllib.request.Request(url, data=open(body, "rb").read(), method="POST",
+                                 headers={"Content-Type": ctype, **({"Accept": accept} if accept else {})})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return len(r.read())
+
+
+ENDPOINTS = {
+    # name: (path suffix, query, accept)
+    "classify": ("classify", "", ""),
+    "npz": ("activations", "?layers=all&steps=all", "application/x-npz"),
+    "json": ("activations", "?layers=all&steps=all", "application/json"),
+}
+
+
+def image_file(images: str, name: str, size: int) -> tuple[str, str]:
+    kind, ext = name.split(".")
+    path = os.path.join(images, f"model-{size}.{ext}" if kind == "model" else f"camera.{ext}")
+    return path, "image/jpeg" if ext == "jpg" else "image/png"
+
+
+def emit(out: str, rec: dict):
+    with open(out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    keys = ("server", "model", "case", "conns", "ok_rps", "lat_p50_ms", "lat_p99_ms", "non2xx",
+            "rss_max_mib")
+    print("  ".join(f"{k}={rec.get(k)}" for k in keys), flush=True)
+
+
+def matrix(args, server: str, base: str, pid: int, meta: dict, extra: dict):
+    size = meta["input"]["height"]
+    for case in args.cases.split(","):
+        endpoint, img = case.split(":")
+        suffix, query, accept = ENDPOINTS[endpoint]
+        url = f"{base}/v1/models/{meta['name']}/{suffix}{query}"
+        body, ctype = image_file(args.images, img, size)
+        resp_bytes = post_once(url, body, ctype, accept)  # also a warm-up
+        for conns in [int(c) for c in args.concurrency.split(",")]:
+            sampler = Sampler(pid)
+            sampler.start()
+            r = run_wrk(url, body, ctype, accept, conns, args.seconds, args.wrk_timeout)
+            samples = sampler.stop()
+            rec = {"server": server, "model": meta["name"], "case": case, "endpoint": endpoint,
+                   "image": img, "conns": conns, "body_bytes": os.path.getsize(body),
+                   "response_bytes": resp_bytes, **r,
+                   "rss_max_mib": round(max(s[1] for s in samples) / 1024, 1), **extra}
+            emit(args.out, rec)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("server", choices=["rust", "python", "overload"])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--images", default=os.path.join(ROOT, "bench-results", "images"))
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--concurrency", default="1,8,32,128")
+    ap.add_argument("--cases", default="classify:model.jpg")
+    ap.add_argument("--port", type=int, default=0, help="0: a free port")
+    ap.add_argument("--wrk-timeout", type=int, default=60)
+    ap.add_argument("--tag", default="", help="free text stored with each record")
+    # Rust server flags
+    ap.add_argument("--max-batch-size", type=int, default=8)
+    ap.add_argument("--max-queue-delay-ms", type=int, default=2)
+    ap.add_argument("--sessions-per-device", type=int, default=1)
+    ap.add_argument("--intra-threads", type=int, default=0)
+    ap.add_argument("--queue-capacity", type=int, default=256)
+    ap.add_argument("--request-timeout-ms", type=int, default=120000)
+    ap.add_argument("--extra-flags", default="")
+    # Python server settings
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--py-intra-threads", type=int, default=1)
+    # overload
+    ap.add_argument("--connections", type=int, default=2048)
+    ap.add_argument("--overload-case", default="classify:camera.jpg")
+    args = ap.parse_args()
+
+    meta = model_meta(args.model)
+    if not args.port:
+        args.port = free_port()
+    base = f"http://127.0.0.1:{args.port}"
+    log = os.path.join(os.path.dirname(os.path.abspath(args.out)),
+                       f"server-{args.server}-{meta['name']}-{args.port}.log")
+    if args.server in ("rust", "overload"):
+        flags = ["--max-batch-size", str(args.max_batch_size),
+                 "--max-queue-delay-ms", str(args.max_queue_delay_ms),
+                 "--sessions-per-device", str(args.sessions_per_device),
+                 "--intra-threads", str(args.intra_threads),
+                 "--queue-capacity", str(args.queue_capacity),
+                 "--request-timeout-ms", str(args.request_timeout_ms),
+                 *args.extra_flags.split()]
+        proc, cmd, mdir = start_rust(args.model, args.port, flags, log)
+        extra = {"server_cmd": " ".join(cmd[1:]).replace(mdir, "<dir with the model>"),
+                 "tag": args.tag}
+    else:
+        proc, cmd = start_python(args.model, args.port, args.workers, args.py_intra_threads, log)
+        mdir = None
+        extra = {"server_cmd": f"REF_MODEL={args.model} REF_INTRA_THREADS={args.py_intra_threads} "
+                               + " ".join(cmd[2:]), "tag": args.tag}
+    try:
+        ready = wait_ready(f"{base}/health/ready", proc)
+        print(f"{args.server} server ready in {ready:.1f}s: {' '.join(cmd)}", flush=True)
+        if args.server == "overload":
+            overload(args, base, proc.pid, meta, extra)
+        else:
+            matrix(args, args.server, base, proc.pid, meta, extra)
+    finally:
+        stop(proc)
+        if mdir:
+            shutil.rmtree(mdir, ignore_errors=True)
+
+
+def overload(args, base: str, pid: int, meta: dict, extra: dict):
+    """Far more concurrent requests than the queue holds, for --seconds; RSS every 0.5 s."""
+    endpoint, img = args.overload_case.split(":")
+    suffix, query, accept = ENDPOINTS[endpoint]
+    url = f"{base}/v1/models/{meta['name']}/{suffix}{query}"
+    body, ctype = image_file(args.images, img, meta["input"]["height"])
+    post_once(url, body, ctype, accept)
+    idle = rss_kib(pid)
+    sampler = Sampler(pid)
+    sampler.start()
+    r = run_wrk(url, body, ctype, accept, args.connections, args.seconds, args.wrk_timeout,
+                threads=2)
+    samples = sampler.stop()
+    after = rss_kib(pid)
+    rec = {"server": "overload", "model": meta["name"], "case": args.overload_case,
+           "endpoint": endpoint, "image": img, "conns": args.connections,
+           "queue_capacity": args.queue_capacity, "body_bytes": os.path.getsize(body), **r,
+           "rss_idle_mib": round(idle / 1024, 1), "rss_after_mib": round(after / 1024, 1),
+           "rss_max_mib": round(max(s[1] for s in samples) / 1024, 1),
+           "rss_samples": samples, **extra}
+    emit(args.out, rec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+//! The ceiling: the same model, batch sizes and thread settings as the server, called directly
+//! through the crate's own ONNX Runtime backend (`OrtBackend` + `Backend::run`), no HTTP, no
+//! queue, no decoding.
+//!
+//! ```text
+//! cargo bench --bench raw_ort -- --model models/rgc_fmnist.onnx [--batches 1,2,4,8,16,32]
+//!     [--seconds 4] [--min-runs 5] [--sessions 1] [--intra-threads 0] [--outputs logits|all] [--json out.json]
+//! ```
+//! `--sessions N` runs N sessions side by side, each on its own thread (the server's
+//! `--sessions-per-device`), and reports their summed throughput; `--intra-threads 0` picks what
+//! the server picks for one model: cores / sessions. Each batch size is warmed up, then run until `--seconds` have passed (at least
+//! `--min-runs`). Throughput is batch / mean run time.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use convrnn_serve::backend::ort::{init_runtime, inspect, OrtBackend, SessionOptions};
+use convrnn_serve::backend::{Backend, Device};
+
+struct Args {
+    model: PathBuf,
+    batches: Vec<usize>,
+    seconds: f64,
+    min_runs: usize,
+    sessions: usize,
+    intra_threads: usize,
+    outputs: String,
+    json: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        model: PathBuf::from("models/rgc_fmnist.onnx"),
+        batches: vec![1, 2, 4, 8, 16, 32],
+        seconds: 4.0,
+        min_runs: 5,
+        sessions: 1,
+        intra_threads: 0,
+        outputs: "logits".into(),
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--model" => a.model = val().into(),
+            "--batches" => {
+                a.batches = val()
+                    .split(',')
+                    .map(|s| s.trim().parse().expect("batch size"))
+                    .collect()
+            }
+            "--seconds" => a.seconds = val().parse().expect("seconds"),
+            "--min-runs" => a.min_runs = val().parse().expect("runs"),
+            "--sessions" => a.sessions = val().parse().expect("sessions"),
+            "--intra-threads" => a.intra_threads = val().parse().expect("threads"),
+            "--outputs" => a.outputs = val(),
+            "--json" => a.json = Some(val().into()),
+            // cargo bench passes --bench; ignore anything else libtest-like.
+            _ => {}
+        }
+    }
+    a
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let args = parse_args();
+    let lib = init_runtime(None).expect("ONNX Runtime library");
+    let info = inspect(&args.model).expect("model");
+    let m = &info.metadata;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // Same rule as `start_engine` for one model, one CPU session.
+    let intra = if args.intra_threads > 0 {
+        args.intra_threads
+    } else {
+        cores
+    };
+    let mut backends: Vec<OrtBackend> = (0..args.sessions.max(1))
+        .map(|_| {
+            OrtBackend::new(
+                &info,
+                Device::Cpu,
+                &SessionOptions {
+                    intra_threads: intra,
+                },
+            )
+            .expect("session")
+        })
+        .collect();
+    let outputs: Vec<String> = match args.outputs.as_str() {
+        "logits" => vec!["logits".to_string()],
+        "all" => info.output_names().map(str::to_string).collect(),
+        other => other.split(',').map(str::to_string).collect(),
+    };
+    let movie_len = m.time.steps * m.frame_len();
+    eprintln!(
+        "model {} ({}), T={}, {}x{}, sessions={}, intra_threads={intra}, outputs={}, library {}",
+        m.name,
+        args.model.display(),
+        m.time.steps,
+        m.input.height,
+        m.input.width,
+        args.sessions,
+        args.outputs,
+        lib.display()
+    );
+    println!(
+        "{:>5} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "batch", "runs", "p50_ms", "p90_ms", "mean_ms", "images/s"
+    );
+    let mut rows = Vec::new();
+    for &batch in &args.batches {
+        // Deterministic, image-like values (normalised space, roughly [-2, 2]).
+        let frames: Vec<f32> = (0..movie_len * batch)
+            .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        // Every session runs the same loop on its own thread; latencies are pooled, throughput
+        // is the sum over sessions.
+        let per_session: Vec<Vec<f64>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = backends
+                .iter_mut()
+                .map(|backend| {
+                    let (frames, outputs) = (&frames, &outputs);
+                    scope.spawn(move || {
+                        for _ in 0..2 {
+                            backend.run(frames, batch, outputs).expect("warm-up run");
+                        }
+                        let mut times = Vec::new();
+                        let started = Instant::now();
+                        while times.len() < args.min_runs
+                            || started.elapsed().as_secs_f64() < args.seconds
+                        {
+                            let t = Instant::now();
+                            let out = backend.run(frames, batch, outputs).expect("run");
+                            times.push(t.elapsed().as_secs_f64());
+                            std::hint::black_box(out);
+                        }
+                        times
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("session thread"))
+                .collect()
+        });
+        let ips: f64 = per_session
+            .iter()
+            .map(|t| batch as f64 * t.len() as f64 / t.iter().sum::<f64>())
+            .sum();
+        let mut times: Vec<f64> = per_session.into_iter().flatten().collect();
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        times.sort_by(f64::total_cmp);
+        let (p50, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
+        println!(
+            "{batch:>5} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.1}",
+            times.len(),
+            p50 * 1e3,
+            p90 * 1e3,
+            mean * 1e3,
+            ips
+        );
+        rows.push(format!(
+            "{{\"batch\":{batch},\"runs\":{},\"p50_ms\":{:.4},\"p90_ms\":{:.4},\"mean_ms\":{:.4},\"images_per_s\":{:.3}}}",
+            times.len(),
+            p50 * 1e3,
+            p90 * 1e3,
+            mean * 1e3,
+            ips
+        ));
+    }
+    if let Some(path) = args.json {
+        let json = format!(
+            "{{\"model\":\"{}\",\"path\":\"{}\",\"sessions\":{},\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"rows\":[{}]}}\n",
+            m.name,
+            args.model.display(),
+            args.sessions,
+            args.outputs,
+            rows.join(",")
+        );
+        std::fs::write(&path, json).expect("write json");
+    }
+}

@@ -1,0 +1,316 @@
+"""Turns one benchmark run's results (a folder written by scripts/bench.sh) into the generated
+part of docs/benchmarks.md and the plot docs/benchmarks.png.
+
+    python benches/report.py bench-results/<run> [--doc docs/benchmarks.md] [--plot docs/benchmarks.png]
+
+The generated part sits between the markers `<!-- BEGIN GENERATED -->` and
+`<!-- END GENERATED -->`; the hand-written text around it is kept.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+
+BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
+
+TARGETS = {
+    "throughput_vs_raw": 0.90,
+    "latency_overhead_ms": 2.0,
+    "vs_python": {"rgc_fmnist": 3.0, "rgc_intermediate": 1.2},
+    "npz_vs_classify": 1.3,
+}
+
+
+def load(run: str):
+    raw, loads, pre = {}, [], {}
+    for p in glob.glob(os.path.join(run, "raw-*.json")):
+        r = json.load(open(p))
+        raw[(r["model"], r["outputs"], r.get("sessions", 1))] = r
+    for p in glob.glob(os.path.join(run, "*.jsonl")):
+        loads += [json.loads(line) for line in open(p) if line.strip()]
+    for p in glob.glob(os.path.join(run, "preprocess-*.json")):
+        r = json.load(open(p))
+        pre[r["impl"]] = r
+    meta = json.load(open(os.path.join(run, "meta.json"))) if os.path.exists(
+        os.path.join(run, "meta.json")) else {}
+    return raw, loads, pre, meta
+
+
+def pick(loads, **kw):
+    return [r for r in loads if all(r.get(k) == v for k, v in kw.items())]
+
+
+def one(loads, **kw):
+    rs = pick(loads, **kw)
+    return rs[-1] if rs else None
+
+
+def ok(b):
+    return "**met**" if b else "**missed**"
+
+
+def fmt(x, nd=1):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def models_in(raw, loads):
+    names = []
+    for (m, _o, _s) in raw:
+        if m not in names:
+            names.append(m)
+    for r in loads:
+        if r["model"] not in names:
+            names.append(r["model"])
+    order = {"rgc_fmnist": 0, "rgc_intermediate": 1}
+    return sorted(names, key=lambda n: order.get(n, 9))
+
+
+def targets_section(raw, loads, pre, out):
+    out.append("### Targets\n")
+    out.append("| # | target | model | measured | verdict |")
+    out.append("|---|---|---|---|---|")
+    for m in models_in(raw, loads):
+        # The ceiling: the best batch size over every session layout measured.
+        rows = [dict(x, sessions=v.get("sessions", 1)) for k, v in raw.items()
+                if k[0] == m and k[1] == "logits" for x in v["rows"]]
+        r = {"rows": rows} if rows else None
+        cls = pick(loads, server="rust", model=m, case="classify:model.jpg")
+        if r and cls:
+            best = max(r["rows"], key=lambda x: x["images_per_s"])
+            sat = max(cls, key=lambda x: x["ok_rps"])
+            ratio = sat["ok_rps"] / best["images_per_s"]
+            out.append(
+                f"| 1 | saturated HTTP >= {TARGETS['throughput_vs_raw']:.2f}x raw ORT best batch | {m} | "
+                f"{sat['ok_rps']:.1f} img/s (c={sat['conns']}) vs raw {best['images_per_s']:.1f} img/s "
+                f"(batch {best['batch']}, {best['sessions']} session(s)) = **{ratio:.2f}x** | {ok(ratio >= TARGETS['throughput_vs_raw'])} |")
+        c1 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1)
+        if r and c1:
+            b1 = min((x for x in r["rows"] if x["batch"] == 1), key=lambda x: x["p50_ms"])
+            over = c1["lat_p50_ms"] - b1["p50_ms"]
+            out.append(
+                f"| 2 | no-load p50 <= raw batch-1 + {TARGETS['latency_overhead_ms']:.0f} ms | {m} | "
+                f"{c1['lat_p50_ms']:.2f} ms vs raw {b1['p50_ms']:.2f} ms = **+{over:.2f} ms** | "
+                f"{ok(over <= TARGETS['latency_overhead_ms'])} |")
+        rs32 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=32)
+        py32s = pick(loads, server="python", model=m, case="classify:model.jpg", conns=32)
+        py32 = max(py32s, key=lambda x: x["ok_rps"]) if py32s else None  # its best settings
+        if rs32 and py32:
+            want = TARGETS["vs_python"].get(m, 1.2)
+            ratio = rs32["ok_rps"] / py32["ok_rps"] if py32["ok_rps"] else float("inf")
+            if not py32["ok_rps"]:
+                py32 = dict(py32, lat_p99_ms=float("inf"))  # nothing finished within the run
+            out.append(
+                f"| 3 | vs Python at c=32: >= {want}x throughput, lower p99 | {m} | "
+                f"{rs32['ok_rps']:.1f} vs {py32['ok_rps']:.1f} req/s = **{ratio:.2f}x**; p99 "
+                f"{rs32['lat_p99_ms']:.0f} vs {py32['lat_p99_ms']:.0f} ms | "
+                f"{ok(ratio >= want and rs32['lat_p99_ms'] < py32['lat_p99_ms']) if ratio != float('inf') else '**not determined**: Python finished none of its requests within the run (it runs all 32 at once)'} |")
+        npz = pick(loads, server="rust", model=m, case="npz:model.jpg")
+        if npz and cls:
+            worst = None
+            cells = []
+            for n in sorted(npz, key=lambda x: x["conns"]):
+                c = next((x for x in cls if x["conns"] == n["conns"]), None)
+                if not c or not n["ok_rps"]:
+                    continue
+                ratio = c["ok_rps"] / n["ok_rps"]
+                worst = ratio if worst is None else max(worst, ratio)
+                cells.append(f"c={n['conns']}: {ratio:.2f}x")
+            js = pick(loads, server="rust", model=m, case="json:model.jpg")
+            jcells = []
+            for j in sorted(js, key=lambda x: x["conns"]):
+                c = next((x for x in cls if x["conns"] == j["conns"]), None)
+                if c and j["ok_rps"]:
+                    jcells.append(f"c={j['conns']}: {c['ok_rps'] / j['ok_rps']:.2f}x")
+            if worst is not None:
+                out.append(
+                    f"| 4 | activations (all layers x steps, npz) <= {TARGETS['npz_vs_classify']}x classify "
+                    f"time | {m} | npz {', '.join(cells)} (JSON: {', '.join(jcells) or 'not run'}) | "
+                    f"{ok(worst <= TARGETS['npz_vs_classify'])} |")
+    for r in pick(loads, server="overload"):
+        # "No growth": the second half of the run must not add more than 5%.
+        smp = r["rss_samples"]
+        half = smp[len(smp) // 2][1] / 1024
+        end = max(x[1] for x in smp[len(smp) // 2:]) / 1024
+        growth = (end - half) / half
+        out.append(
+            f"| 5 | RSS under overload flat and bounded | {r['model']} | max {r['rss_max_mib']:.0f} MiB "
+            f"over {r['seconds']:.0f} s, {r['conns']} connections, queue {r['queue_capacity']} "
+            f"(idle {r['rss_idle_mib']:.0f} MiB); second half {half:.0f} -> {end:.0f} MiB "
+            f"(**{growth * 100:+.0f}%**) | {ok(growth < 0.05)} |")
+    if "rust" in pre and "pillow" in pre:
+        for row in pre["rust"]["rows"]:
+            p = next((x for x in pre["pillow"]["rows"] if x["size"] == row["size"]
+                      and x["what"] == "decode+resize"), None)
+            pf = next((x for x in pre["pillow"]["rows"] if x["size"] == row["size"]
+                       and x["what"] == "full"), None)
+            if p:
+                out.append(
+                    f"| 6 | decode+resize 1024x768 JPEG faster than Pillow | to {row['size']}x{row['size']} | "
+                    f"ours (incl. normalise) {row['p50_ms']:.2f} ms vs Pillow {p['p50_ms']:.2f} ms "
+                    f"(+normalise {pf['p50_ms']:.2f} ms) = **{pf['p50_ms'] / row['p50_ms']:.1f}x faster** | "
+                    f"{ok(row['p50_ms'] < p['p50_ms'])} |")
+    out.append("")
+
+
+def raw_section(raw, out):
+    out.append("### Raw ONNX Runtime (no HTTP), `benches/raw_ort.rs`\n")
+    for (m, o, sess), r in sorted(raw.items()):
+        out.append(f"**{m}**, outputs `{o}`, {sess} session(s) x {r['intra_threads']} intra-op "
+                   f"thread(s) ({r['cores']} cores)\n")
+        out.append("| batch | runs | p50 ms | p90 ms | mean ms | images/s |")
+        out.append("|---:|---:|---:|---:|---:|---:|")
+        for x in r["rows"]:
+            out.append(f"| {x['batch']} | {x['runs']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | "
+                       f"{x['mean_ms']:.2f} | {x['images_per_s']:.1f} |")
+        out.append("")
+
+
+def load_section(loads, out):
+    out.append("### HTTP under load (wrk, one real encoded image per request)\n")
+    out.append("| server | model | endpoint | image | body B | c | ok req/s | p50 ms | p90 ms | p99 ms "
+               "| non-2xx | max RSS MiB |")
+    out.append("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in sorted([x for x in loads if x["server"] != "overload"],
+                    key=lambda x: (x["model"] != "rgc_fmnist", x["server"], x["endpoint"], x["image"],
+                                   x["conns"])):
+        out.append(f"| {r['server']} | {r['model']} | {r['endpoint']} | {r['image']} | {r['body_bytes']} "
+                   f"| {r['conns']} | {r['ok_rps']:.1f} | {r['lat_p50_ms']:.1f} | {r['lat_p90_ms']:.1f} "
+                   f"| {r['lat_p99_ms']:.1f} | {r['non2xx']} | {r['rss_max_mib']:.0f} |")
+    out.append("")
+    cmds = {}
+    for r in loads:
+        cmds.setdefault((r["server"], r["model"], r.get("server_cmd", "")), 1)
+    out.append("Server command lines:\n")
+    out.append("```")
+    for (s, m, c) in sorted(cmds):
+        out.append(f"# {s} / {m}\n{c}")
+    out.append("```\n")
+
+
+def overload_section(loads, out):
+    rs = pick(loads, server="overload")
+    if not rs:
+        return
+    out.append("### Memory under sustained overload\n")
+    for r in rs:
+        s = r["rss_samples"]
+        n = len(s)
+        q = [s[i * (n - 1) // 4][1] / 1024 for i in range(5)] if n else []
+        out.append(f"- {r['model']}, `{r['case']}`, {r['conns']} connections, queue capacity "
+                   f"{r['queue_capacity']}, {r['seconds']:.0f} s: {r['ok_rps']:.1f} ok/s, "
+                   f"{r['status429']} x 429 ({r['non2xx']} non-2xx), "
+                   f"socket errors connect/read/write/timeout {r['err_connect']}/{r['err_read']}/"
+                   f"{r['err_write']}/{r['err_timeout']}.")
+        out.append(f"  RSS idle {r['rss_idle_mib']:.0f} MiB, max {r['rss_max_mib']:.0f} MiB, at 0/25/50/75/100% "
+                   f"of the run {', '.join(f'{v:.0f}' for v in q)} MiB, after {r['rss_after_mib']:.0f} MiB.")
+    out.append("")
+
+
+def preprocess_section(pre, out):
+    if not pre:
+        return
+    out.append("### Decode + resize (+ normalise) of a 1024x768 JPEG, one thread\n")
+    out.append("| implementation | target | work | p50 ms | mean ms |")
+    out.append("|---|---|---|---:|---:|")
+    for row in pre.get("rust", {}).get("rows", []):
+        out.append(f"| convrnn_serve::image::preprocess | {row['size']}x{row['size']} | decode+orient+resize+normalise "
+                   f"| {row['p50_ms']:.2f} | {row['mean_ms']:.2f} |")
+    for row in pre.get("pillow", {}).get("rows", []):
+        out.append(f"| Pillow {pre['pillow'].get('pillow', '')} + NumPy | {row['size']}x{row['size']} | "
+                   f"{row['what']} | {row['p50_ms']:.2f} | {row['mean_ms']:.2f} |")
+    out.append("")
+
+
+def plot(raw, loads, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = models_in(raw, loads)
+    fig, axes = plt.subplots(2, len(models), figsize=(6.5 * len(models), 9), squeeze=False)
+    styles = {"classify:model.jpg": "o-", "classify:model.png": "s--", "classify:camera.jpg": "^-",
+              "classify:camera.png": "v--", "npz:model.jpg": "D-", "json:model.jpg": "x:"}
+    for j, m in enumerate(models):
+        ax = axes[0][j]
+        for case, st in styles.items():
+            rs = sorted(pick(loads, server="rust", model=m, case=case), key=lambda x: x["conns"])
+            if rs:
+                ax.plot([r["conns"] for r in rs], [r["ok_rps"] for r in rs], st, label=f"rust {case}")
+        py = sorted(pick(loads, server="python", model=m, case="classify:model.jpg"),
+                    key=lambda x: x["conns"])
+        if py:
+            ax.plot([r["conns"] for r in py], [r["ok_rps"] for r in py], "r*", ms=14,
+                    label="python classify:model.jpg")
+        rows = [dict(x, sessions=v.get("sessions", 1)) for k, v in raw.items()
+                if k[0] == m and k[1] == "logits" for x in v["rows"]]
+        if rows:
+            best = max(rows, key=lambda x: x["images_per_s"])
+            ax.axhline(best["images_per_s"], color="k", ls="-.", lw=1,
+                       label=f"raw ORT best (batch {best['batch']})")
+            ax.axhline(0.9 * best["images_per_s"], color="gray", ls=":", lw=1, label="0.90x raw")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent connections")
+        ax.set_ylabel("successful requests/s (1 image each)")
+        ax.set_title(f"{m}: throughput")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        ax = axes[1][j]
+        rs = sorted(pick(loads, server="rust", model=m, case="classify:model.jpg"),
+                    key=lambda x: x["conns"])
+        for key, st in (("lat_p50_ms", "o-"), ("lat_p90_ms", "s-"), ("lat_p99_ms", "^-")):
+            if rs:
+                ax.plot([r["conns"] for r in rs], [r[key] for r in rs], st,
+                        label=f"rust classify {key[4:7]}")
+        npz = sorted(pick(loads, server="rust", model=m, case="npz:model.jpg"), key=lambda x: x["conns"])
+        if npz:
+            ax.plot([r["conns"] for r in npz], [r["lat_p50_ms"] for r in npz], "D:", label="rust npz p50")
+        for key, st in (("lat_p50_ms", "r*"), ("lat_p99_ms", "rX")):
+            if py:
+                ax.plot([r["conns"] for r in py], [r[key] for r in py], st, ms=12,
+                        label=f"python {key[4:7]}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrent connections")
+        ax.set_ylabel("latency ms")
+        ax.set_title(f"{m}: latency percentiles (model-sized JPEG)")
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--doc", default="docs/benchmarks.md")
+    ap.add_argument("--plot", default="docs/benchmarks.png")
+    a = ap.parse_args()
+    raw, loads, pre, meta = load(a.run)
+    out = [BEGIN, ""]
+    if meta:
+        out.append(f"Run `{os.path.basename(os.path.normpath(a.run))}`: {meta.get('when', '')}; "
+                   f"{meta.get('machine', '')}; {meta.get('load', '')}\n")
+    targets_section(raw, loads, pre, out)
+    out.append(f"![throughput and latency]({os.path.relpath(a.plot, os.path.dirname(a.doc))})\n")
+    raw_section(raw, out)
+    load_section(loads, out)
+    overload_section(loads, out)
+    preprocess_section(pre, out)
+    out.append(END)
+    gen = "\n".join(out)
+    doc = open(a.doc).read() if os.path.exists(a.doc) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN in doc and END in doc:
+        doc = doc[:doc.index(BEGIN)] + gen + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip() + "\n\n" + gen + "\n"
+    with open(a.doc, "w") as f:
+        f.write(doc)
+    plot(raw, loads, a.plot)
+    print(f"wrote {a.doc} and {a.plot}")
+
+
+if __name__ == "__main__":
+    main()

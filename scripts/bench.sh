@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Runs every benchmark of docs/benchmarks.md side by side and writes the report and the plot.
+#
+#   scripts/bench.sh                 # everything (about 25-35 min on 2 cores)
+#   BENCH_QUICK=1 scripts/bench.sh   # short runs to check the tooling (a few minutes)
+#
+# Environment:
+#   BENCH_OUT             results folder (default bench-results/<date-time>)
+#   BENCH_SECONDS         seconds per wrk run for the default model (default 10)
+#   BENCH_INT_SECONDS     seconds per wrk run for rgc_intermediate (default 60)
+#   BENCH_INTERMEDIATE    path of rgc_intermediate.onnx (default models/build/rgc_intermediate.onnx;
+#                         exported with models/.venv if missing and models/.venv exists; skipped
+#                         if neither)
+#   BENCH_OVERLOAD_SECONDS  length of the overload (memory) run (default 300)
+#   BENCH_SKIP            space-separated parts to skip: raw preprocess fmnist intermediate python overload report
+#   BENCH_DOC / BENCH_PLOT  where the report goes (default docs/benchmarks.md, docs/benchmarks.png)
+#
+# Needs: cargo, wrk (Debian package `wrk`), python3.11, the server's .venv (scripts/setup.sh:
+# libonnxruntime.so), and network access to PyPI the first time (creates benches/.venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+QUICK=${BENCH_QUICK:-0}
+OUT=${BENCH_OUT:-bench-results/$(date +%Y%m%d-%H%M%S)}
+SECS=${BENCH_SECONDS:-10}
+INT_SECS=${BENCH_INT_SECONDS:-60}
+OVER_SECS=${BENCH_OVERLOAD_SECONDS:-300}
+DOC=${BENCH_DOC:-docs/benchmarks.md}
+PLOT=${BENCH_PLOT:-docs/benchmarks.png}
+SKIP=" ${BENCH_SKIP:-} "
+RAW_SECS=4
+PRE_SECS=3
+INT_BATCHES=1,2,4
+if [ "$QUICK" = 1 ]; then
+  SECS=3; INT_SECS=20; OVER_SECS=20; RAW_SECS=1; PRE_SECS=1; INT_BATCHES=1,2
+fi
+skip() { [[ "$SKIP" == *" $1 "* ]]; }
+log() { printf '\n== %s  [%s, load %s]\n' "$*" "$(date +%T)" "$(cut -d' ' -f1-3 /proc/loadavg)"; }
+
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
+mkdir -p "$OUT"
+
+# --- Python environment for the reference server, images, Pillow timing and the plot ---------
+PY=benches/.venv/bin/python
+if [ ! -x "$PY" ] || ! "$PY" -c 'import fastapi, uvicorn, matplotlib, skimage, onnx' 2>/dev/null; then
+  log "creating benches/.venv"
+  python3.11 -m venv benches/.venv 2>/dev/null || python3 -m venv benches/.venv
+  "$PY" -m pip install -q --upgrade pip
+  "$PY" -m pip install -q -r benches/requirements.txt
+fi
+
+# --- Builds ------------------------------------------------------------------------------------
+log "cargo build --release (server) and bench targets"
+cargo build --release --quiet
+cargo bench --no-run --quiet --bench raw_ort --bench preprocess 2>&1 | grep -v '^ *Executable' || true
+
+# --- Models and images ---------------------------------------------------------------------------
+FMNIST=models/rgc_fmnist.onnx
+INTER=${BENCH_INTERMEDIATE:-models/build/rgc_intermediate.onnx}
+if [ ! -f "$INTER" ] && ! skip intermediate; then
+  if [ -x models/.venv/bin/python ]; then
+    log "exporting rgc_intermediate (untrained) to $INTER"
+    mkdir -p "$(dirname "$INTER")"
+    (cd models && .venv/bin/python -m convrnn.export --arch rgc_intermediate --untrained \
+      --no-compare --out "$ROOT/$INTER")
+  else
+    echo "no $INTER and no models/.venv: skipping rgc_intermediate" >&2
+    SKIP="$SKIP intermediate "
+  fi
+fi
+MODELS=("$FMNIST")
+skip intermediate || MODELS+=("$INTER")
+"$PY" benches/make_images.py "$OUT/images" 28 224 >/dev/null
+
+cat > "$OUT/meta.json" <<EOF
+{"when": "$(date -u +%Y-%m-%dT%H:%MZ)", "machine": "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB",
+ "load": "load average at start $(cut -d' ' -f1-3 /proc/loadavg); other processes: $(pgrep -fc 'train.py|rustc' || true) training/compiler processes",
+ "git": "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty')", "quick": $QUICK}
+EOF
+for m in "${MODELS[@]}"; do "$PY" benches/flops.py "$m" --json "$OUT/flops-$(basename "$m" .onnx).json" >/dev/null || true; done
+
+# --- 1. Raw ONNX Runtime ceiling -----------------------------------------------------------------
+if ! skip raw; then
+  for m in "${MODELS[@]}"; do
+    name=$(basename "$m" .onnx)
+    if [ "$m" = "$FMNIST" ]; then batches=1,2,4,8,16,32; min=5; layouts="1 2"; else batches=$INT_BATCHES; min=2; layouts="1"; fi
+    # Session layouts as the server runs them: 1 session x all cores, 2 sessions x 1 core.
+    for sessions in $layouts; do
+      for outputs in logits all; do
+        [ "$outputs" = all ] && [ "$sessions" != 1 ] && continue
+        log "raw ORT: $name, $sessions session(s), outputs=$outputs, batches $batches"
+        cargo bench --quiet --bench raw_ort -- --model "$m" --batches "$batches" --seconds "$RAW_SECS" \
+          --min-runs "$min" --sessions "$sessions" --outputs "$outputs" \
+          --json "$OUT/raw-$name-$outputs-s$sessions.json"
+      done
+    done
+  done
+fi
+
+# --- 4. Decode + resize vs Pillow ----------------------------------------------------------------
+if ! skip preprocess; then
+  log "preprocess: ours vs Pillow on a 1024x768 JPEG"
+  cargo bench --quiet --bench preprocess -- --image "$OUT/images/camera.jpg" --size 224 --size 28 \
+    --seconds "$PRE_SECS" --json "$OUT/preprocess-rust.json"
+  "$PY" benches/pillow_preprocess.py --image "$OUT/images/camera.jpg" --size 224 --size 28 \
+    --seconds "$PRE_SECS" --json "$OUT/preprocess-pillow.json"
+fi
+
+# --- 2./3. HTTP under load: our server and the Python reference ---------------------------------
+# Server settings (tuned on this machine; see docs/benchmarks.md "Tuning"):
+RUST_FLAGS_FMNIST=${BENCH_RUST_FLAGS_FMNIST:---sessions-per-device 2 --max-batch-size 16 --max-queue-delay-ms 0}
+RUST_FLAGS_INT=${BENCH_RUST_FLAGS_INT:---max-batch-size 4 --max-queue-delay-ms 0}
+PY_FLAGS_FMNIST=${BENCH_PY_FLAGS_FMNIST:---workers 2 --py-intra-threads 1}
+PY_FLAGS_INT=${BENCH_PY_FLAGS_INT:---workers 1 --py-intra-threads 2}
+PY_FLAGS_INT2=${BENCH_PY_FLAGS_INT2:---workers 2 --py-intra-threads 1}
+CASES_FMNIST="classify:model.jpg,classify:model.png,classify:camera.jpg,classify:camera.png,npz:model.jpg,json:model.jpg"
+CASES_INT="classify:model.jpg,npz:model.jpg"
+if ! skip fmnist; then
+  log "load: rust server, rgc_fmnist"
+  "$PY" benches/load.py rust --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
+    --seconds "$SECS" --concurrency 1,8,32,128 --cases "$CASES_FMNIST" $RUST_FLAGS_FMNIST
+  if ! skip python; then
+    log "load: python server, rgc_fmnist"
+    "$PY" benches/load.py python --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
+      --seconds "$SECS" --concurrency 1,32 --cases classify:model.jpg $PY_FLAGS_FMNIST
+  fi
+fi
+if ! skip intermediate; then
+  # One movie takes seconds on 2 cores: c=128 would hold each request for minutes, so the
+  # intermediate model runs at c=1, 8, 32 with longer runs.
+  log "load: rust server, rgc_intermediate"
+  "$PY" benches/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+    --seconds "$INT_SECS" --concurrency 1,8,32 --cases "$CASES_INT" --wrk-timeout 600 $RUST_FLAGS_INT
+  if ! skip python; then
+    log "load: python server, rgc_intermediate"
+    "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+      --seconds "$INT_SECS" --concurrency 1,32 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT
+    "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+      --seconds "$INT_SECS" --concurrency 32 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT2
+  fi
+fi
+
+# --- 5. Memory under sustained overload ---------------------------------------------------------
+if ! skip overload; then
+  log "overload: ${OVER_SECS}s, 2048 connections, queue capacity 64, camera-size JPEGs"
+  "$PY" benches/load.py overload --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
+    --seconds "$OVER_SECS" --connections 2048 --queue-capacity 64 --overload-case classify:camera.jpg \
+    --wrk-timeout 30 $RUST_FLAGS_FMNIST
+fi
+
+# --- 6. Report -----------------------------------------------------------------------------------
+if ! skip report; then
+  log "report"
+  "$PY" benches/report.py "$OUT" --doc "$DOC" --plot "$PLOT"
+fi
+echo "results in $OUT"
