@@ -120,6 +120,27 @@ impl Harness {
             .body(png(16, 16, 1))
     }
 
+    async fn wait_ready(&self) {
+        for _ in 0..1000 {
+            if self.ready_status().await == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never became ready");
+    }
+
+    async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     async fn ready_status(&self) -> u16 {
         self.client
             .get(format!("{}/health/ready", self.base))
@@ -137,9 +158,7 @@ async fn full_queue_answers_429_with_retry_after() {
         a.queue_capacity = 1
     })
     .await;
-    while h.ready_status().await != 200 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    h.wait_ready().await;
     // A: taken by the only worker (busy 600 ms); B: fills the one queue slot; C: refused.
     let a = tokio::spawn(h.classify().send());
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -152,15 +171,7 @@ async fn full_queue_answers_429_with_retry_after() {
     assert_eq!(body["code"], "overloaded");
     assert_eq!(a.await.unwrap().unwrap().status(), 200);
     assert_eq!(b.await.unwrap().unwrap().status(), 200);
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(
             r#"convrnn_request_failures_total{model="tiny_convrnn",reason="overloaded"} 1"#
@@ -175,9 +186,7 @@ async fn requests_past_their_deadline_are_dropped_before_the_device() {
         a.request_timeout_ms = 250
     })
     .await;
-    while h.ready_status().await != 200 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    h.wait_ready().await;
     let a = tokio::spawn(h.classify().send());
     tokio::time::sleep(Duration::from_millis(50)).await;
     let b = h.classify().send().await.unwrap();
@@ -189,15 +198,7 @@ async fn requests_past_their_deadline_are_dropped_before_the_device() {
     );
     // Let A's batch finish and the worker look at B.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     // Only A reached the device (plus the two warm-up runs): B was dropped from the queue.
     assert!(
         metrics.contains(r#"convrnn_device_batches_total{device="cpu",model="tiny_convrnn"} 1"#),
@@ -227,12 +228,7 @@ async fn ready_flips_after_warm_up_and_back_during_drain() {
         .await
         .unwrap();
     assert_eq!(live.status(), 200);
-    let mut waited = 0;
-    while h.ready_status().await != 200 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += 1;
-        assert!(waited < 500, "never became ready");
-    }
+    h.wait_ready().await;
     // A request in flight when the signal comes still gets its answer.
     let in_flight = tokio::spawn(h.classify().send());
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -251,9 +247,7 @@ async fn ready_flips_after_warm_up_and_back_during_drain() {
 #[tokio::test]
 async fn requests_whose_client_left_never_reach_the_device() {
     let h = start(Duration::ZERO, Duration::from_millis(500), |_| {}).await;
-    while h.ready_status().await != 200 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    h.wait_ready().await;
     let a = tokio::spawn(h.classify().send());
     tokio::time::sleep(Duration::from_millis(100)).await;
     // B gives up while A still holds the worker; its connection closes.
@@ -265,15 +259,7 @@ async fn requests_whose_client_left_never_reach_the_device() {
     assert!(b.is_err(), "client timed out");
     assert_eq!(a.await.unwrap().unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(r#"convrnn_device_batches_total{device="cpu",model="tiny_convrnn"} 1"#),
         "{metrics}"
