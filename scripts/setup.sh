@@ -30,7 +30,12 @@ fi
 
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
-  python3 -m venv .venv
+  if ! python3 -m venv .venv; then
+    # Debian's python3 ships venv separately.
+    rm -rf .venv
+    apt_install python3-venv
+    python3 -m venv .venv
+  fi
 fi
 if ! .venv/bin/python - requirements-test.txt <<'PYEOF' 2>/dev/null
 import sys
