@@ -17,7 +17,7 @@ use super::pipeline::{model_info, run_images, timing_headers};
 use super::selection::{Pool, Selection};
 use super::AppState;
 use crate::engine::ItemResult;
-use crate::model::{ModelInfo, LOGITS_NAME};
+use crate::model::ModelInfo;
 use crate::npz::{NpyData, NpzWriter};
 
 pub const NPZ_MEDIA_TYPE: &str = "application/x-npz";
@@ -92,19 +92,11 @@ fn gather(
             .item_shape(name)
             .ok_or_else(|| ApiError::Internal(format!("no shape for {name}")))?;
         let per_step: usize = item_shape[1..].iter().product();
-        let is_logits = name == LOGITS_NAME;
-        let pooled = !is_logits && sel.pool != Pool::None;
-        let (channels, plane) = if is_logits {
-            (item_shape[1], 1)
-        } else {
-            (item_shape[1], item_shape[2] * item_shape[3])
-        };
-        let mut shape = vec![results.len(), sel.steps.len()];
-        if pooled {
-            shape.push(channels);
-        } else {
-            shape.extend_from_slice(&item_shape[1..]);
-        }
+        let shape = answer_shape(&item_shape, sel, results.len());
+        // Pooled answers keep only the channel axis of a [T, C, H, W] layer.
+        let pooled = shape.len() < item_shape.len() + 1;
+        // Spatial plane of one channel (only read when pooling, i.e. for [T, C, H, W] layers).
+        let plane = item_shape[2..].iter().product::<usize>();
         let mut data = Vec::with_capacity(shape.iter().product());
         for r in results {
             let values = r
@@ -113,7 +105,7 @@ fn gather(
             for &t in &sel.steps {
                 let step = &values[t * per_step..(t + 1) * per_step];
                 match (pooled, sel.pool) {
-                    (false, _) | (_, Pool::None) => data.extend_from_slice(step),
+                    (false, _) | (true, Pool::None) => data.extend_from_slice(step),
                     (true, Pool::Mean) => data.extend(
                         step.chunks(plane)
                             .map(|c| c.iter().sum::<f32>() / plane as f32),
@@ -125,7 +117,6 @@ fn gather(
                 }
             }
         }
-        let _ = channels;
         out.push(Gathered {
             name: name.clone(),
             shape,
@@ -133,6 +124,18 @@ fn gather(
         });
     }
     Ok(out)
+}
+
+/// Shape of one output in the answer: `[stimuli, steps, ...]` with the item's per-step axes, or
+/// only its channels when space is pooled (logits, `[T, K]`, are never pooled).
+fn answer_shape(item_shape: &[usize], sel: &Selection, stimuli: usize) -> Vec<usize> {
+    let mut shape = vec![stimuli, sel.steps.len()];
+    if sel.pool != Pool::None && item_shape.len() == 4 {
+        shape.push(item_shape[1]);
+    } else {
+        shape.extend_from_slice(&item_shape[1..]);
+    }
+    shape
 }
 
 /// Writes `data` as nested JSON arrays of `shape` (non-finite values as null, as JSON has none).
@@ -315,20 +318,16 @@ pub async fn activations(
     };
     // Refuse an oversized JSON answer before doing the work.
     if !npz {
-        let per_stimulus: usize = selection
+        let total: usize = selection
             .layers
             .iter()
             .filter_map(|l| info.item_shape(l))
             .map(|s| {
-                let per_step: usize = if selection.pool == Pool::None || s.len() == 2 {
-                    s[1..].iter().product()
-                } else {
-                    s[1]
-                };
-                per_step * selection.steps.len()
+                answer_shape(&s, &selection, stimuli_count)
+                    .iter()
+                    .product::<usize>()
             })
             .sum();
-        let total = per_stimulus * stimuli_count;
         if total > state.limits.max_json_values {
             return Err(ApiError::NotAcceptable(format!(
                 "the answer has {total} values, more than the JSON limit of {}: ask for \
