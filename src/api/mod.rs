@@ -20,7 +20,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -45,7 +45,12 @@ pub struct AppState {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
-    let spec = openapi::document();
+    // Serialised once and shared: axum clones every route's handler for each new connection
+    // (`Router::with_state` per accepted stream), so a handler owning the document deep-copied
+    // it per connection: ~0.7 MB each, 1.3 GB at 2048 connections (docs/benchmarks.md).
+    let spec = axum::body::Bytes::from(
+        serde_json::to_vec(&openapi::document()).expect("the OpenAPI document serialises"),
+    );
     let v1 = Router::new()
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{model}", get(models::get_model))
@@ -59,7 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route(
             "/openapi.json",
-            get(move || async move { Json(spec.clone()) }),
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], spec) }),
         )
         .merge(v2::router());
     v1.merge(
