@@ -95,9 +95,17 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVRNN_MAX_JSON_VALUES", default_value_t = 2_000_000)]
     pub max_json_values: usize,
 
-    /// Intra-op threads per CPU session; 0 = cores / CPU sessions.
+    /// Intra-op threads: of the shared pool (0 = one per core), or per CPU session with
+    /// `--cpu-thread-pool per-session` (0 = cores / CPU sessions).
     #[arg(long, env = "CONVRNN_INTRA_THREADS", default_value_t = 0)]
     pub intra_threads: usize,
+
+    /// `shared`: every session (of every model) runs its operators on one pool of threads, so a
+    /// lone run uses all cores and concurrent runs split them. `per-session`: each CPU session
+    /// gets its own fixed share; slightly faster for tiny models with several sessions per
+    /// device, slower at low load for large ones (docs/benchmarks.md, "Tuning").
+    #[arg(long, env = "CONVRNN_CPU_THREAD_POOL", value_enum, default_value_t = CpuThreadPool::Shared)]
+    pub cpu_thread_pool: CpuThreadPool,
 
     /// On SIGTERM/SIGINT: seconds readiness reports 503 before the listener closes (lets load
     /// balancers notice), then in-flight requests get up to --drain-timeout-ms to finish.
@@ -115,6 +123,13 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "CONVRNN_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// How CPU sessions get their intra-op threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CpuThreadPool {
+    Shared,
+    PerSession,
 }
 
 impl ServeArgs {
@@ -192,5 +207,6 @@ mod tests {
         let d = ServeArgs::defaults();
         assert_eq!(d.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(d.max_batch_size, 8);
+        assert_eq!(d.cpu_thread_pool, CpuThreadPool::Shared);
     }
 }

@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 
 use backend::ort as ort_backend;
 use backend::{Backend, Device};
-use config::ServeArgs;
+use config::{CpuThreadPool, ServeArgs};
 use engine::{BackendFactory, Engine, EngineConfig};
 use metrics::Metrics;
 use model::ModelInfo;
@@ -98,8 +98,23 @@ pub fn resolve_devices(spec: &str) -> anyhow::Result<Vec<Device>> {
 
 /// Builds the engine for `args`: loads models, picks devices and thread counts, starts workers.
 pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine>> {
-    let library = ort_backend::init_runtime(args.ort_library.as_deref())?;
-    tracing::info!(library = %library.display(), "ONNX Runtime loaded");
+    // available_parallelism honours cgroup CPU quotas (a Kubernetes CPU limit), unlike ONNX
+    // Runtime's own default of one thread per physical core of the node.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let runtime = match args.cpu_thread_pool {
+        CpuThreadPool::Shared => ort_backend::RuntimeOptions {
+            shared_intra_threads: Some(if args.intra_threads > 0 {
+                args.intra_threads
+            } else {
+                cores
+            }),
+        },
+        CpuThreadPool::PerSession => ort_backend::RuntimeOptions::default(),
+    };
+    let library = ort_backend::init_runtime(args.ort_library.as_deref(), runtime)?;
+    tracing::info!(library = %library.display(), pool = ?args.cpu_thread_pool, "ONNX Runtime loaded");
     let infos = load_models(&args.model_dir, &metrics)?;
     let devices = resolve_devices(&args.devices)?;
     let cpu_sessions = if devices.contains(&Device::Cpu) {
@@ -107,14 +122,11 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
     } else {
         1
     };
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    // CPU sessions share the cores: oversubscribing them only adds context switches.
-    let intra_threads = if args.intra_threads > 0 {
-        args.intra_threads
-    } else {
-        (cores / cpu_sessions).max(1)
+    // Per-session pools split the cores: oversubscribing them only adds context switches.
+    let intra_threads = match (args.cpu_thread_pool, args.intra_threads) {
+        (CpuThreadPool::Shared, _) => runtime.shared_intra_threads.unwrap_or(cores),
+        (CpuThreadPool::PerSession, 0) => (cores / cpu_sessions).max(1),
+        (CpuThreadPool::PerSession, n) => n,
     };
     let options = ort_backend::SessionOptions { intra_threads };
     let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device: Device| {
@@ -211,7 +223,7 @@ pub async fn serve(
 
 /// `convrnn-serve inspect FILE`: the metadata, layers and shapes, as text.
 pub fn inspect_report(file: &Path, ort_library: Option<&Path>) -> anyhow::Result<String> {
-    ort_backend::init_runtime(ort_library)?;
+    ort_backend::init_runtime(ort_library, ort_backend::RuntimeOptions::default())?;
     let info = ort_backend::inspect(file)?;
     let m = &info.metadata;
     let mut out = String::new();

@@ -34,7 +34,7 @@ async fn post_image(s: &TestServer, url: &str, body: Vec<u8>, ct: &str) -> reqwe
 /// What ONNX Runtime itself says for this image under the default presentation: every output,
 /// `[T, ...]` flattened, computed without the server.
 fn reference_outputs(image: &[u8]) -> Vec<(String, Vec<f32>)> {
-    init_runtime(None).unwrap();
+    init_runtime(None, Default::default()).unwrap();
     let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
     let m = &info.metadata;
     let spec = convrnn_serve::api::pipeline::preprocess_spec(&info).unwrap();

@@ -62,7 +62,7 @@ async fn start(
     delay: Duration,
     configure: impl FnOnce(&mut ServeArgs),
 ) -> Harness {
-    init_runtime(None).unwrap();
+    init_runtime(None, Default::default()).unwrap();
     let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
     let mut args = ServeArgs::defaults();
     args.max_batch_size = 1;

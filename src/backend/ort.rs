@@ -67,9 +67,21 @@ fn libraries_in(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Process-wide runtime settings; fixed by the first [`init_runtime`] call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    /// `Some(n)`: one intra-op thread pool of `n` threads (0 = one per core) that every session
+    /// uses instead of its own. A run then gets every core while it is the only one, and
+    /// concurrent runs share the pool instead of oversubscribing the cores with one pool each.
+    pub shared_intra_threads: Option<usize>,
+}
+
 /// Loads the ONNX Runtime library and creates the process-wide environment (only one is allowed).
-/// Idempotent: later calls return the first result's path.
-pub fn init_runtime(explicit: Option<&Path>) -> Result<PathBuf, BackendError> {
+/// Idempotent: later calls return the first result's path and keep the first call's options.
+pub fn init_runtime(
+    explicit: Option<&Path>,
+    options: RuntimeOptions,
+) -> Result<PathBuf, BackendError> {
     if let Some(p) = LIBRARY_PATH.get() {
         return Ok(p.clone());
     }
@@ -89,9 +101,20 @@ pub fn init_runtime(explicit: Option<&Path>) -> Result<PathBuf, BackendError> {
         })?;
     let builder = ort::init_from(&path)
         .map_err(|e| BackendError::Library(format!("{}: {e}", path.display())))?;
+    let mut builder = builder.with_name("convrnn-serve").with_telemetry(false);
+    if let Some(threads) = options.shared_intra_threads {
+        let lib_err = |e: ort::Error| BackendError::Library(e.to_string());
+        let pool = ort::environment::GlobalThreadPoolOptions::default()
+            .with_intra_threads(threads)
+            .map_err(lib_err)?
+            .with_inter_threads(1)
+            .map_err(lib_err)?
+            // As for per-session pools: spinning steals the cores decoding and HTTP need.
+            .with_spin_control(false)
+            .map_err(lib_err)?;
+        builder = builder.with_global_thread_pool(pool);
+    }
     let env = builder
-        .with_name("convrnn-serve")
-        .with_telemetry(false)
         .build()
         .map_err(|e| BackendError::Library(e.to_string()))?;
     let _ = ENVIRONMENT.set(env);
@@ -132,7 +155,8 @@ pub fn visible_cuda_devices() -> Vec<i32> {
 /// Session settings that matter for throughput.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
-    /// Intra-op threads for CPU sessions; 0 lets us pick (cores / CPU sessions).
+    /// Intra-op threads of a CPU session's own pool; 0 = one per core. Ignored when the runtime
+    /// was started with a shared pool ([`RuntimeOptions::shared_intra_threads`]).
     pub intra_threads: usize,
 }
 
