@@ -134,10 +134,11 @@ def start_python(model: str, port: int, workers: int, intra: int, log: str):
 
 
 def run_wrk(url: str, body: str, ctype: str, accept: str, conns: int, seconds: float,
-            timeout_s: int, threads: int = 1) -> dict:
+            timeout_s: int, threads: int = 1, count_429: bool = False) -> dict:
     cmd = ["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{int(round(seconds))}s", f"--timeout",
            f"{timeout_s}s", "-s", LUA, url]
-    env = {**os.environ, "BODY_FILE": body, "CONTENT_TYPE": ctype, "ACCEPT": accept}
+    env = {**os.environ, "BODY_FILE": body, "CONTENT_TYPE": ctype, "ACCEPT": accept,
+           "COUNT_429": "1" if count_429 else "0"}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     for line in out.stdout.splitlines():
         if line.startswith("WRKJSON "):
@@ -213,6 +214,7 @@ def main():
     ap.add_argument("--max-queue-delay-ms", type=int, default=2)
     ap.add_argument("--sessions-per-device", type=int, default=1)
     ap.add_argument("--intra-threads", type=int, default=0)
+    ap.add_argument("--cpu-thread-pool", default="shared", choices=["shared", "per-session"])
     ap.add_argument("--queue-capacity", type=int, default=256)
     ap.add_argument("--request-timeout-ms", type=int, default=120000)
     ap.add_argument("--extra-flags", default="")
@@ -235,6 +237,7 @@ def main():
                  "--max-queue-delay-ms", str(args.max_queue_delay_ms),
                  "--sessions-per-device", str(args.sessions_per_device),
                  "--intra-threads", str(args.intra_threads),
+                 "--cpu-thread-pool", args.cpu_thread_pool,
                  "--queue-capacity", str(args.queue_capacity),
                  "--request-timeout-ms", str(args.request_timeout_ms),
                  *args.extra_flags.split()]
@@ -270,7 +273,7 @@ def overload(args, base: str, pid: int, meta: dict, extra: dict):
     sampler = Sampler(pid)
     sampler.start()
     r = run_wrk(url, body, ctype, accept, args.connections, args.seconds, args.wrk_timeout,
-                threads=2)
+                threads=2, count_429=True)
     samples = sampler.stop()
     after = rss_kib(pid)
     rec = {"server": "overload", "model": meta["name"], "case": args.overload_case,

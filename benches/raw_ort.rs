@@ -4,17 +4,22 @@
 //!
 //! ```text
 //! cargo bench --bench raw_ort -- --model models/rgc_fmnist.onnx [--batches 1,2,4,8,16,32]
-//!     [--seconds 4] [--min-runs 5] [--sessions 1] [--intra-threads 0] [--outputs logits|all] [--json out.json]
+//!     [--seconds 4] [--min-runs 5] [--sessions 1] [--pool shared|per-session] [--intra-threads 0]
+//!     [--outputs logits|all] [--json out.json]
 //! ```
 //! `--sessions N` runs N sessions side by side, each on its own thread (the server's
-//! `--sessions-per-device`), and reports their summed throughput; `--intra-threads 0` picks what
-//! the server picks for one model: cores / sessions. Each batch size is warmed up, then run until `--seconds` have passed (at least
-//! `--min-runs`). Throughput is batch / mean run time.
+//! `--sessions-per-device`), and reports their summed throughput. `--pool` is the server's
+//! `--cpu-thread-pool`, and `--intra-threads 0` picks what the server picks for one model (the
+//! shared pool: one thread per core; per-session: cores / sessions). Each batch size is warmed
+//! up, then run until `--seconds` have passed (at least `--min-runs`). Throughput is batch / mean
+//! run time.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use convrnn_serve::backend::ort::{init_runtime, inspect, OrtBackend, SessionOptions};
+use convrnn_serve::backend::ort::{
+    init_runtime, inspect, OrtBackend, RuntimeOptions, SessionOptions,
+};
 use convrnn_serve::backend::{Backend, Device};
 
 struct Args {
@@ -24,6 +29,7 @@ struct Args {
     min_runs: usize,
     sessions: usize,
     intra_threads: usize,
+    pool: String,
     outputs: String,
     json: Option<PathBuf>,
 }
@@ -36,6 +42,7 @@ fn parse_args() -> Args {
         min_runs: 5,
         sessions: 1,
         intra_threads: 0,
+        pool: "per-session".into(),
         outputs: "logits".into(),
         json: None,
     };
@@ -54,6 +61,7 @@ fn parse_args() -> Args {
             "--min-runs" => a.min_runs = val().parse().expect("runs"),
             "--sessions" => a.sessions = val().parse().expect("sessions"),
             "--intra-threads" => a.intra_threads = val().parse().expect("threads"),
+            "--pool" => a.pool = val(),
             "--outputs" => a.outputs = val(),
             "--json" => a.json = Some(val().into()),
             // cargo bench passes --bench; ignore anything else libtest-like.
@@ -70,18 +78,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let args = parse_args();
-    let lib = init_runtime(None).expect("ONNX Runtime library");
-    let info = inspect(&args.model).expect("model");
-    let m = &info.metadata;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    // Same rule as `start_engine` for one model, one CPU session.
-    let intra = if args.intra_threads > 0 {
-        args.intra_threads
-    } else {
-        cores
+    // Same rules as `start_engine` for one model.
+    let shared = args.pool == "shared";
+    let intra = match (shared, args.intra_threads) {
+        (_, n) if n > 0 => n,
+        (true, _) => cores,
+        (false, _) => (cores / args.sessions.max(1)).max(1),
     };
+    let runtime = RuntimeOptions {
+        shared_intra_threads: shared.then_some(intra),
+    };
+    let lib = init_runtime(None, runtime).expect("ONNX Runtime library");
+    let info = inspect(&args.model).expect("model");
+    let m = &info.metadata;
     let mut backends: Vec<OrtBackend> = (0..args.sessions.max(1))
         .map(|_| {
             OrtBackend::new(
@@ -101,13 +113,14 @@ fn main() {
     };
     let movie_len = m.time.steps * m.frame_len();
     eprintln!(
-        "model {} ({}), T={}, {}x{}, sessions={}, intra_threads={intra}, outputs={}, library {}",
+        "model {} ({}), T={}, {}x{}, sessions={}, pool={}, intra_threads={intra}, outputs={}, library {}",
         m.name,
         args.model.display(),
         m.time.steps,
         m.input.height,
         m.input.width,
         args.sessions,
+        args.pool,
         args.outputs,
         lib.display()
     );
@@ -178,10 +191,11 @@ fn main() {
     }
     if let Some(path) = args.json {
         let json = format!(
-            "{{\"model\":\"{}\",\"path\":\"{}\",\"sessions\":{},\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"rows\":[{}]}}\n",
+            "{{\"model\":\"{}\",\"path\":\"{}\",\"sessions\":{},\"pool\":\"{}\",\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"rows\":[{}]}}\n",
             m.name,
             args.model.display(),
             args.sessions,
+            args.pool,
             args.outputs,
             rows.join(",")
         );

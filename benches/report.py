@@ -27,7 +27,7 @@ def load(run: str):
     raw, loads, pre = {}, [], {}
     for p in glob.glob(os.path.join(run, "raw-*.json")):
         r = json.load(open(p))
-        raw[(r["model"], r["outputs"], r.get("sessions", 1))] = r
+        raw[(r["model"], r["outputs"], r.get("sessions", 1), r.get("pool", "per-session"))] = r
     for p in glob.glob(os.path.join(run, "*.jsonl")):
         loads += [json.loads(line) for line in open(p) if line.strip()]
     for p in glob.glob(os.path.join(run, "preprocess-*.json")):
@@ -39,7 +39,7 @@ def load(run: str):
 
 
 def pick(loads, **kw):
-    return [r for r in loads if all(r.get(k) == v for k, v in kw.items())]
+    return [r for r in loads if all(r.get(k, "" if k == "tag" else None) == v for k, v in kw.items())]
 
 
 def one(loads, **kw):
@@ -57,7 +57,7 @@ def fmt(x, nd=1):
 
 def models_in(raw, loads):
     names = []
-    for (m, _o, _s) in raw:
+    for (m, *_rest) in raw:
         if m not in names:
             names.append(m)
     for r in loads:
@@ -73,19 +73,35 @@ def targets_section(raw, loads, pre, out):
     out.append("|---|---|---|---|---|")
     for m in models_in(raw, loads):
         # The ceiling: the best batch size over every session layout measured.
-        rows = [dict(x, sessions=v.get("sessions", 1)) for k, v in raw.items()
-                if k[0] == m and k[1] == "logits" for x in v["rows"]]
+        rows = [dict(x, sessions=v.get("sessions", 1), pool=v.get("pool", "per-session"))
+                for k, v in raw.items() if k[0] == m and k[1] == "logits" for x in v["rows"]]
         r = {"rows": rows} if rows else None
-        cls = pick(loads, server="rust", model=m, case="classify:model.jpg")
-        if r and cls:
-            best = max(r["rows"], key=lambda x: x["images_per_s"])
-            sat = max(cls, key=lambda x: x["ok_rps"])
-            ratio = sat["ok_rps"] / best["images_per_s"]
-            out.append(
-                f"| 1 | saturated HTTP >= {TARGETS['throughput_vs_raw']:.2f}x raw ORT best batch | {m} | "
-                f"{sat['ok_rps']:.1f} img/s (c={sat['conns']}) vs raw {best['images_per_s']:.1f} img/s "
-                f"(batch {best['batch']}, {best['sessions']} session(s)) = **{ratio:.2f}x** | {ok(ratio >= TARGETS['throughput_vs_raw'])} |")
-        c1 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1)
+        # Untagged runs use the server flags the targets are judged on; tagged ones (another
+        # thread layout) are reported beside them.
+        tags = sorted({x.get("tag", "") for x in pick(loads, server="rust", model=m)})
+        for tag in tags:
+            cls = pick(loads, server="rust", model=m, case="classify:model.jpg", tag=tag)
+            if r and cls:
+                best = max(r["rows"], key=lambda x: x["images_per_s"])
+                sat = max(cls, key=lambda x: x["ok_rps"])
+                ratio = sat["ok_rps"] / best["images_per_s"]
+                label = f"{m} ({tag})" if tag else m
+                out.append(
+                    f"| 1 | saturated HTTP >= {TARGETS['throughput_vs_raw']:.2f}x raw ORT best batch | {label} | "
+                    f"{sat['ok_rps']:.1f} img/s (c={sat['conns']}) vs raw {best['images_per_s']:.1f} img/s "
+                    f"(batch {best['batch']}, {best['sessions']} session(s), {best['pool']} pool) = "
+                    f"**{ratio:.2f}x** | {ok(ratio >= TARGETS['throughput_vs_raw'])} |")
+        cls = pick(loads, server="rust", model=m, case="classify:model.jpg", tag="")
+        for tag in [t for t in tags if t]:
+            c1t = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1, tag=tag)
+            if r and c1t:
+                b1 = min((x for x in r["rows"] if x["batch"] == 1), key=lambda x: x["p50_ms"])
+                out.append(
+                    f"| 2 | no-load p50 <= raw batch-1 + {TARGETS['latency_overhead_ms']:.0f} ms | {m} ({tag}) | "
+                    f"{c1t['lat_p50_ms']:.2f} ms vs raw {b1['p50_ms']:.2f} ms = "
+                    f"**+{c1t['lat_p50_ms'] - b1['p50_ms']:.2f} ms** | "
+                    f"{ok(c1t['lat_p50_ms'] - b1['p50_ms'] <= TARGETS['latency_overhead_ms'])} |")
+        c1 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1, tag="")
         if r and c1:
             b1 = min((x for x in r["rows"] if x["batch"] == 1), key=lambda x: x["p50_ms"])
             over = c1["lat_p50_ms"] - b1["p50_ms"]
@@ -93,7 +109,7 @@ def targets_section(raw, loads, pre, out):
                 f"| 2 | no-load p50 <= raw batch-1 + {TARGETS['latency_overhead_ms']:.0f} ms | {m} | "
                 f"{c1['lat_p50_ms']:.2f} ms vs raw {b1['p50_ms']:.2f} ms = **+{over:.2f} ms** | "
                 f"{ok(over <= TARGETS['latency_overhead_ms'])} |")
-        rs32 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=32)
+        rs32 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=32, tag="")
         py32s = pick(loads, server="python", model=m, case="classify:model.jpg", conns=32)
         py32 = max(py32s, key=lambda x: x["ok_rps"]) if py32s else None  # its best settings
         if rs32 and py32:
@@ -106,7 +122,7 @@ def targets_section(raw, loads, pre, out):
                 f"{rs32['ok_rps']:.1f} vs {py32['ok_rps']:.1f} req/s = **{ratio:.2f}x**; p99 "
                 f"{rs32['lat_p99_ms']:.0f} vs {py32['lat_p99_ms']:.0f} ms | "
                 f"{ok(ratio >= want and rs32['lat_p99_ms'] < py32['lat_p99_ms']) if ratio != float('inf') else '**not determined**: Python finished none of its requests within the run (it runs all 32 at once)'} |")
-        npz = pick(loads, server="rust", model=m, case="npz:model.jpg")
+        npz = pick(loads, server="rust", model=m, case="npz:model.jpg", tag="")
         if npz and cls:
             worst = None
             cells = []
@@ -117,7 +133,7 @@ def targets_section(raw, loads, pre, out):
                 ratio = c["ok_rps"] / n["ok_rps"]
                 worst = ratio if worst is None else max(worst, ratio)
                 cells.append(f"c={n['conns']}: {ratio:.2f}x")
-            js = pick(loads, server="rust", model=m, case="json:model.jpg")
+            js = pick(loads, server="rust", model=m, case="json:model.jpg", tag="")
             jcells = []
             for j in sorted(js, key=lambda x: x["conns"]):
                 c = next((x for x in cls if x["conns"] == j["conns"]), None)
@@ -156,9 +172,10 @@ def targets_section(raw, loads, pre, out):
 
 def raw_section(raw, out):
     out.append("### Raw ONNX Runtime (no HTTP), `benches/raw_ort.rs`\n")
-    for (m, o, sess), r in sorted(raw.items()):
-        out.append(f"**{m}**, outputs `{o}`, {sess} session(s) x {r['intra_threads']} intra-op "
-                   f"thread(s) ({r['cores']} cores)\n")
+    for (m, o, sess, pool), r in sorted(raw.items()):
+        threads = (f"one shared pool of {r['intra_threads']} intra-op thread(s)" if pool == "shared"
+                   else f"{r['intra_threads']} intra-op thread(s) each")
+        out.append(f"**{m}**, outputs `{o}`, {sess} session(s), {threads} ({r['cores']} cores)\n")
         out.append("| batch | runs | p50 ms | p90 ms | mean ms | images/s |")
         out.append("|---:|---:|---:|---:|---:|---:|")
         for x in r["rows"]:
@@ -172,16 +189,17 @@ def load_section(loads, out):
     out.append("| server | model | endpoint | image | body B | c | ok req/s | p50 ms | p90 ms | p99 ms "
                "| non-2xx | max RSS MiB |")
     out.append("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    tagged = lambda r: f"{r['server']} ({r['tag']})" if r.get("tag") else r["server"]  # noqa: E731
     for r in sorted([x for x in loads if x["server"] != "overload"],
-                    key=lambda x: (x["model"] != "rgc_fmnist", x["server"], x["endpoint"], x["image"],
-                                   x["conns"])):
-        out.append(f"| {r['server']} | {r['model']} | {r['endpoint']} | {r['image']} | {r['body_bytes']} "
+                    key=lambda x: (x["model"] != "rgc_fmnist", x["server"], x.get("tag", ""),
+                                   x["endpoint"], x["image"], x["conns"])):
+        out.append(f"| {tagged(r)} | {r['model']} | {r['endpoint']} | {r['image']} | {r['body_bytes']} "
                    f"| {r['conns']} | {r['ok_rps']:.1f} | {r['lat_p50_ms']:.1f} | {r['lat_p90_ms']:.1f} "
                    f"| {r['lat_p99_ms']:.1f} | {r['non2xx']} | {r['rss_max_mib']:.0f} |")
     out.append("")
     cmds = {}
     for r in loads:
-        cmds.setdefault((r["server"], r["model"], r.get("server_cmd", "")), 1)
+        cmds.setdefault((tagged(r), r["model"], r.get("server_cmd", "")), 1)
     out.append("Server command lines:\n")
     out.append("```")
     for (s, m, c) in sorted(cmds):
@@ -236,7 +254,7 @@ def plot(raw, loads, path):
     for j, m in enumerate(models):
         ax = axes[0][j]
         for case, st in styles.items():
-            rs = sorted(pick(loads, server="rust", model=m, case=case), key=lambda x: x["conns"])
+            rs = sorted(pick(loads, server="rust", model=m, case=case, tag=""), key=lambda x: x["conns"])
             if rs:
                 ax.plot([r["conns"] for r in rs], [r["ok_rps"] for r in rs], st, label=f"rust {case}")
         py = sorted(pick(loads, server="python", model=m, case="classify:model.jpg"),
@@ -258,13 +276,14 @@ def plot(raw, loads, path):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
         ax = axes[1][j]
-        rs = sorted(pick(loads, server="rust", model=m, case="classify:model.jpg"),
+        rs = sorted(pick(loads, server="rust", model=m, case="classify:model.jpg", tag=""),
                     key=lambda x: x["conns"])
         for key, st in (("lat_p50_ms", "o-"), ("lat_p90_ms", "s-"), ("lat_p99_ms", "^-")):
             if rs:
                 ax.plot([r["conns"] for r in rs], [r[key] for r in rs], st,
                         label=f"rust classify {key[4:7]}")
-        npz = sorted(pick(loads, server="rust", model=m, case="npz:model.jpg"), key=lambda x: x["conns"])
+        npz = sorted(pick(loads, server="rust", model=m, case="npz:model.jpg", tag=""),
+                     key=lambda x: x["conns"])
         if npz:
             ax.plot([r["conns"] for r in npz], [r["lat_p50_ms"] for r in npz], "D:", label="rust npz p50")
         for key, st in (("lat_p50_ms", "r*"), ("lat_p99_ms", "rX")):

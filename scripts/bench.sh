@@ -8,6 +8,8 @@
 #   BENCH_OUT             results folder (default bench-results/<date-time>)
 #   BENCH_SECONDS         seconds per wrk run for the default model (default 10)
 #   BENCH_INT_SECONDS     seconds per wrk run for rgc_intermediate (default 60)
+#   BENCH_PY_INT_SECONDS  seconds of the Python server's c=32 runs on rgc_intermediate (default 180:
+#                         it runs all 32 movies at once, so answers come in waves ~30 s apart)
 #   BENCH_INTERMEDIATE    path of rgc_intermediate.onnx (default models/build/rgc_intermediate.onnx;
 #                         exported with models/.venv if missing and models/.venv exists; skipped
 #                         if neither)
@@ -25,6 +27,7 @@ QUICK=${BENCH_QUICK:-0}
 OUT=${BENCH_OUT:-bench-results/$(date +%Y%m%d-%H%M%S)}
 SECS=${BENCH_SECONDS:-10}
 INT_SECS=${BENCH_INT_SECONDS:-60}
+PY_INT_SECS=${BENCH_PY_INT_SECONDS:-180}
 OVER_SECS=${BENCH_OVERLOAD_SECONDS:-300}
 DOC=${BENCH_DOC:-docs/benchmarks.md}
 PLOT=${BENCH_PLOT:-docs/benchmarks.png}
@@ -33,7 +36,7 @@ RAW_SECS=4
 PRE_SECS=3
 INT_BATCHES=1,2,4
 if [ "$QUICK" = 1 ]; then
-  SECS=3; INT_SECS=20; OVER_SECS=20; RAW_SECS=1; PRE_SECS=1; INT_BATCHES=1,2
+  SECS=3; INT_SECS=20; PY_INT_SECS=30; OVER_SECS=20; RAW_SECS=1; PRE_SECS=1; INT_BATCHES=1,2
 fi
 skip() { [[ "$SKIP" == *" $1 "* ]]; }
 log() { printf '\n== %s  [%s, load %s]\n' "$*" "$(date +%T)" "$(cut -d' ' -f1-3 /proc/loadavg)"; }
@@ -84,15 +87,17 @@ for m in "${MODELS[@]}"; do "$PY" benches/flops.py "$m" --json "$OUT/flops-$(bas
 if ! skip raw; then
   for m in "${MODELS[@]}"; do
     name=$(basename "$m" .onnx)
-    if [ "$m" = "$FMNIST" ]; then batches=1,2,4,8,16,32; min=5; layouts="1 2"; else batches=$INT_BATCHES; min=2; layouts="1"; fi
-    # Session layouts as the server runs them: 1 session x all cores, 2 sessions x 1 core.
-    for sessions in $layouts; do
+    if [ "$m" = "$FMNIST" ]; then batches=1,2,4,8,16,32; min=5; else batches=$INT_BATCHES; min=2; fi
+    # Every layout the server can run: 1 session x all cores; 2 sessions sharing one pool of
+    # all cores (--cpu-thread-pool shared); 2 sessions x 1 core each (per-session).
+    for layout in 1:shared 2:shared 2:per-session; do
+      sessions=${layout%%:*}; pool=${layout#*:}
       for outputs in logits all; do
         [ "$outputs" = all ] && [ "$sessions" != 1 ] && continue
-        log "raw ORT: $name, $sessions session(s), outputs=$outputs, batches $batches"
+        log "raw ORT: $name, $sessions session(s), pool $pool, outputs=$outputs, batches $batches"
         cargo bench --quiet --bench raw_ort -- --model "$m" --batches "$batches" --seconds "$RAW_SECS" \
-          --min-runs "$min" --sessions "$sessions" --outputs "$outputs" \
-          --json "$OUT/raw-$name-$outputs-s$sessions.json"
+          --min-runs "$min" --sessions "$sessions" --pool "$pool" --outputs "$outputs" \
+          --json "$OUT/raw-$name-$outputs-s$sessions-$pool.json"
       done
     done
   done
@@ -109,8 +114,10 @@ fi
 
 # --- 2./3. HTTP under load: our server and the Python reference ---------------------------------
 # Server settings (tuned on this machine; see docs/benchmarks.md "Tuning"):
-RUST_FLAGS_FMNIST=${BENCH_RUST_FLAGS_FMNIST:---sessions-per-device 2 --max-batch-size 16 --max-queue-delay-ms 0}
-RUST_FLAGS_INT=${BENCH_RUST_FLAGS_INT:---max-batch-size 4 --max-queue-delay-ms 0}
+RUST_FLAGS_FMNIST=${BENCH_RUST_FLAGS_FMNIST:---sessions-per-device 2 --max-batch-size 16 --max-queue-delay-ms 0 --cpu-thread-pool per-session}
+RUST_FLAGS_INT=${BENCH_RUST_FLAGS_INT:---sessions-per-device 2 --max-batch-size 1 --max-queue-delay-ms 0 --cpu-thread-pool shared}
+# The other thread layout, for the throughput it trades against low-load latency.
+RUST_FLAGS_INT_ALT=${BENCH_RUST_FLAGS_INT_ALT:---sessions-per-device 2 --max-batch-size 1 --max-queue-delay-ms 0 --cpu-thread-pool per-session}
 PY_FLAGS_FMNIST=${BENCH_PY_FLAGS_FMNIST:---workers 2 --py-intra-threads 1}
 PY_FLAGS_INT=${BENCH_PY_FLAGS_INT:---workers 1 --py-intra-threads 2}
 PY_FLAGS_INT2=${BENCH_PY_FLAGS_INT2:---workers 2 --py-intra-threads 1}
@@ -132,12 +139,18 @@ if ! skip intermediate; then
   log "load: rust server, rgc_intermediate"
   "$PY" benches/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
     --seconds "$INT_SECS" --concurrency 1,8,32 --cases "$CASES_INT" --wrk-timeout 600 $RUST_FLAGS_INT
+  log "load: rust server, rgc_intermediate, per-session thread pools"
+  "$PY" benches/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+    --seconds "$INT_SECS" --concurrency 1,8 --cases classify:model.jpg --wrk-timeout 600 \
+    --tag per-session $RUST_FLAGS_INT_ALT
   if ! skip python; then
     log "load: python server, rgc_intermediate"
     "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
-      --seconds "$INT_SECS" --concurrency 1,32 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT
+      --seconds "$INT_SECS" --concurrency 1 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT
     "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
-      --seconds "$INT_SECS" --concurrency 32 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT2
+      --seconds "$PY_INT_SECS" --concurrency 32 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT
+    "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+      --seconds "$PY_INT_SECS" --concurrency 32 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT2
   fi
 fi
 
