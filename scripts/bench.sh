@@ -141,7 +141,7 @@ if ! skip intermediate; then
     --seconds "$INT_SECS" --concurrency 1,8,32 --cases "$CASES_INT" --wrk-timeout 600 $RUST_FLAGS_INT
   log "load: rust server, rgc_intermediate, per-session thread pools"
   "$PY" benches/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
-    --seconds "$INT_SECS" --concurrency 1,8 --cases classify:model.jpg --wrk-timeout 600 \
+    --seconds "$INT_SECS" --concurrency 1,8,32 --cases classify:model.jpg --wrk-timeout 600 \
     --tag per-session $RUST_FLAGS_INT_ALT
   if ! skip python; then
     log "load: python server, rgc_intermediate"
