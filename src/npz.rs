@@ -416,7 +416,9 @@ mod tests {
         let mut parts = NpzWriter::new();
         let (x, y) = data.split_at(10);
         let (y, z) = y.split_at(1);
-        parts.add_f32_parts("a", &[2, 3, 4], &[x, y, &[], z]).unwrap();
+        parts
+            .add_f32_parts("a", &[2, 3, 4], &[x, y, &[], z])
+            .unwrap();
         assert_eq!(whole.finish(), parts.finish());
         let mut short = NpzWriter::new();
         assert!(matches!(
