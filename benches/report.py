@@ -267,6 +267,11 @@ def plot(raw, loads, path):
             rs = sorted(pick(loads, server="rust", model=m, case=case, tag=""), key=lambda x: x["conns"])
             if rs:
                 ax.plot([r["conns"] for r in rs], [r["ok_rps"] for r in rs], st, label=f"rust {case}")
+        for tag in sorted({x.get("tag", "") for x in pick(loads, server="rust", model=m)} - {""}):
+            rs = sorted(pick(loads, server="rust", model=m, case="classify:model.jpg", tag=tag),
+                        key=lambda x: x["conns"])
+            ax.plot([r["conns"] for r in rs], [r["ok_rps"] for r in rs], "P--", color="purple",
+                    label=f"rust classify:model.jpg ({tag})")
         py = sorted(pick(loads, server="python", model=m, case="classify:model.jpg"),
                     key=lambda x: x["conns"])
         if py:
