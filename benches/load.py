@@ -68,8 +68,13 @@ class Sampler(threading.Thread):
         self.t0 = time.monotonic()
 
     def run(self):
+        # (seconds, RSS KiB, open file descriptors: mostly the connections the server holds)
         while not self.stop_flag:
-            self.samples.append((round(time.monotonic() - self.t0, 2), rss_kib(self.pid)))
+            try:
+                fds = len(os.listdir(f"/proc/{self.pid}/fd"))
+            except OSError:
+                fds = -1
+            self.samples.append((round(time.monotonic() - self.t0, 2), rss_kib(self.pid), fds))
             time.sleep(self.every)
 
     def stop(self):

@@ -233,6 +233,13 @@ def overload_section(loads, out):
                    f"{r['err_write']}/{r['err_timeout']}.")
         out.append(f"  RSS idle {r['rss_idle_mib']:.0f} MiB, max {r['rss_max_mib']:.0f} MiB, at 0/25/50/75/100% "
                    f"of the run {', '.join(f'{v:.0f}' for v in q)} MiB, after {r['rss_after_mib']:.0f} MiB.")
+        if n and len(s[0]) > 2:
+            # Open descriptors ~ connections the server holds at that moment.
+            fq = [s[i * (n - 1) // 4][2] for i in range(5)]
+            qm = [sum(x[2] for x in s[n * i // 4:n * (i + 1) // 4]) / max(1, n * (i + 1) // 4 - n * i // 4)
+                  for i in range(4)]
+            out.append(f"  Open file descriptors (~ connections held) at 0/25/50/75/100%: "
+                       f"{', '.join(str(v) for v in fq)}; quarter means {', '.join(f'{v:.0f}' for v in qm)}.")
     out.append("")
 
 
