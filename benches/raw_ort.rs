@@ -21,6 +21,7 @@ use convrnn_serve::backend::ort::{
     init_runtime, inspect, OrtBackend, RuntimeOptions, SessionOptions,
 };
 use convrnn_serve::backend::{Backend, Device};
+use convrnn_serve::config::CpuThreadPool;
 
 struct Args {
     model: PathBuf,
@@ -81,15 +82,12 @@ fn main() {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    // Same rules as `start_engine` for one model.
-    let shared = args.pool == "shared";
-    let intra = match (shared, args.intra_threads) {
-        (_, n) if n > 0 => n,
-        (true, _) => cores,
-        (false, _) => (cores / args.sessions.max(1)).max(1),
-    };
+    // The server's rule for one model.
+    let pool = <CpuThreadPool as clap::ValueEnum>::from_str(&args.pool, false)
+        .expect("--pool shared|per-session");
+    let intra = pool.intra_threads(args.intra_threads, cores, args.sessions);
     let runtime = RuntimeOptions {
-        shared_intra_threads: shared.then_some(intra),
+        shared_intra_threads: (pool == CpuThreadPool::Shared).then_some(intra),
     };
     let lib = init_runtime(None, runtime).expect("ONNX Runtime library");
     let info = inspect(&args.model).expect("model");

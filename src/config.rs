@@ -132,6 +132,19 @@ pub enum CpuThreadPool {
     PerSession,
 }
 
+impl CpuThreadPool {
+    /// Threads of the shared pool, or of each of `cpu_sessions` per-session pools: `requested`,
+    /// or for 0 every core (shared) or an equal share of them (per-session: oversubscribing the
+    /// cores only adds context switches).
+    pub fn intra_threads(self, requested: usize, cores: usize, cpu_sessions: usize) -> usize {
+        match (self, requested) {
+            (_, n) if n > 0 => n,
+            (CpuThreadPool::Shared, _) => cores,
+            (CpuThreadPool::PerSession, _) => (cores / cpu_sessions.max(1)).max(1),
+        }
+    }
+}
+
 impl ServeArgs {
     pub fn max_queue_delay(&self) -> Duration {
         Duration::from_millis(self.max_queue_delay_ms)
@@ -200,6 +213,16 @@ mod tests {
         );
         assert!(parse_devices("tpu", &[]).is_err());
         assert!(parse_devices("cuda:x", &[]).is_err());
+    }
+
+    #[test]
+    fn intra_threads_per_pool() {
+        use CpuThreadPool::*;
+        assert_eq!(Shared.intra_threads(0, 8, 4), 8);
+        assert_eq!(PerSession.intra_threads(0, 8, 4), 2);
+        assert_eq!(PerSession.intra_threads(0, 2, 4), 1);
+        assert_eq!(PerSession.intra_threads(3, 8, 4), 3);
+        assert_eq!(Shared.intra_threads(3, 8, 4), 3);
     }
 
     #[test]

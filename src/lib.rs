@@ -103,18 +103,14 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let runtime = match args.cpu_thread_pool {
-        CpuThreadPool::Shared => ort_backend::RuntimeOptions {
-            shared_intra_threads: Some(if args.intra_threads > 0 {
-                args.intra_threads
-            } else {
-                cores
-            }),
-        },
-        CpuThreadPool::PerSession => ort_backend::RuntimeOptions::default(),
+    let pool = args.cpu_thread_pool;
+    let runtime = ort_backend::RuntimeOptions {
+        // The shared pool's size does not depend on the number of sessions.
+        shared_intra_threads: (pool == CpuThreadPool::Shared)
+            .then(|| pool.intra_threads(args.intra_threads, cores, 1)),
     };
     let library = ort_backend::init_runtime(args.ort_library.as_deref(), runtime)?;
-    tracing::info!(library = %library.display(), pool = ?args.cpu_thread_pool, "ONNX Runtime loaded");
+    tracing::info!(library = %library.display(), ?pool, "ONNX Runtime loaded");
     let infos = load_models(&args.model_dir, &metrics)?;
     let devices = resolve_devices(&args.devices)?;
     let cpu_sessions = if devices.contains(&Device::Cpu) {
@@ -122,12 +118,7 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
     } else {
         1
     };
-    // Per-session pools split the cores: oversubscribing them only adds context switches.
-    let intra_threads = match (args.cpu_thread_pool, args.intra_threads) {
-        (CpuThreadPool::Shared, _) => runtime.shared_intra_threads.unwrap_or(cores),
-        (CpuThreadPool::PerSession, 0) => (cores / cpu_sessions).max(1),
-        (CpuThreadPool::PerSession, n) => n,
-    };
+    let intra_threads = pool.intra_threads(args.intra_threads, cores, cpu_sessions);
     let options = ort_backend::SessionOptions { intra_threads };
     let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device: Device| {
         ort_backend::OrtBackend::new(info, device, &options)
