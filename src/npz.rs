@@ -269,7 +269,6 @@ impl NpzWriter {
     /// Add `data` (C order) as array `name` with `shape`; stored as `NAME.npy`. On error
     /// nothing is written and the writer stays usable.
     pub fn add(&mut self, name: &str, shape: &[usize], data: NpyData) -> Result<(), NpzError> {
-        check_shape(shape, &data)?;
         self.add_with(name, shape, data.descr(), data.item_size(), &[data])
     }
 
@@ -281,12 +280,11 @@ impl NpzWriter {
         shape: &[usize],
         parts: &[&[f32]],
     ) -> Result<(), NpzError> {
-        check_shape_len(shape, parts.iter().map(|p| p.len()).sum())?;
         let parts: Vec<NpyData> = parts.iter().map(|p| NpyData::F32(p)).collect();
         self.add_with(name, shape, "<f4", 4, &parts)
     }
 
-    /// `parts` hold exactly `shape`'s elements (checked by the callers).
+    /// One array whose elements are the concatenation of `parts`, all of `descr`.
     fn add_with(
         &mut self,
         name: &str,
@@ -304,13 +302,11 @@ impl NpzWriter {
         if self.entries.len() >= MAX_ENTRIES {
             return Err(NpzError::TooManyArrays);
         }
-        if shape.len() > MAX_DIMS {
-            return Err(NpzError::TooManyDims(shape.len()));
-        }
+        let elements: usize = parts.iter().map(|p| p.len()).sum();
+        check_shape_len(shape, elements)?;
         let file_name = format!("{name}.npy").into_bytes();
         let header = npy_header(shape, descr);
-        let elements: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        let npy_len = header.len() as u64 + elements * item_size as u64;
+        let npy_len = header.len() as u64 + elements as u64 * item_size as u64;
         let new_len = self.len()
             + (LOCAL_HEADER + file_name.len()) as u64
             + npy_len
