@@ -88,7 +88,10 @@ fn gather(
 ) -> Result<Vec<Gathered>, ApiError> {
     sel.layers
         .iter()
-        .map(|name| gather_layer(info, results, sel, name))
+        .map(|name| {
+            let layout = LayerLayout::new(info, sel, name, results.len())?;
+            gather_layer(results, sel, name, layout)
+        })
         .collect()
 }
 
@@ -122,6 +125,11 @@ impl LayerLayout {
     fn pooled(&self) -> bool {
         self.shape.len() < self.item_shape.len() + 1
     }
+
+    /// Step `t` of one item's `[T, ...]` values.
+    fn step<'a>(&self, values: &'a [f32], t: usize) -> &'a [f32] {
+        &values[t * self.per_step..(t + 1) * self.per_step]
+    }
 }
 
 fn layer_values<'a>(r: &'a ItemResult, name: &str) -> Result<&'a [f32], ApiError> {
@@ -130,20 +138,19 @@ fn layer_values<'a>(r: &'a ItemResult, name: &str) -> Result<&'a [f32], ApiError
 }
 
 fn gather_layer(
-    info: &ModelInfo,
     results: &[ItemResult],
     sel: &Selection,
     name: &str,
+    layout: LayerLayout,
 ) -> Result<Gathered, ApiError> {
-    let layout = LayerLayout::new(info, sel, name, results.len())?;
-    let (per_step, pooled) = (layout.per_step, layout.pooled());
+    let pooled = layout.pooled();
     // Spatial plane of one channel (only read when pooling, i.e. for [T, C, H, W] layers).
     let plane = layout.item_shape[2..].iter().product::<usize>();
     let mut data = Vec::with_capacity(layout.shape.iter().product());
     for r in results {
         let values = layer_values(r, name)?;
         for &t in &sel.steps {
-            let step = &values[t * per_step..(t + 1) * per_step];
+            let step = layout.step(values, t);
             match (pooled, sel.pool) {
                 (false, _) | (true, Pool::None) => data.extend_from_slice(step),
                 (true, Pool::Mean) => data.extend(
@@ -273,21 +280,16 @@ fn npz_body(
         + 2048
         + sel.steps.len() * 16;
     let mut npz = NpzWriter::with_capacity(bytes);
-    for (name, layout) in sel.layers.iter().zip(&layouts) {
+    for (name, layout) in sel.layers.iter().zip(layouts) {
         if layout.pooled() {
-            let g = gather_layer(info, results, sel, name)?;
+            let g = gather_layer(results, sel, name, layout)?;
             npz.add(name, &g.shape, NpyData::F32(&g.data))
                 .map_err(internal)?;
         } else {
-            let per_step = layout.per_step;
             let mut parts = Vec::with_capacity(results.len() * sel.steps.len());
             for r in results {
                 let values = layer_values(r, name)?;
-                parts.extend(
-                    sel.steps
-                        .iter()
-                        .map(|&t| &values[t * per_step..(t + 1) * per_step]),
-                );
+                parts.extend(sel.steps.iter().map(|&t| layout.step(values, t)));
             }
             npz.add_f32_parts(name, &layout.shape, &parts)
                 .map_err(internal)?;
