@@ -47,10 +47,11 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     // Serialised once and shared: axum clones every route's handler for each new connection
     // (`Router::with_state` per accepted stream), so a handler owning the document deep-copied
-    // it per connection: ~0.7 MB each, 1.3 GB at 2048 connections (docs/benchmarks.md).
-    let spec = axum::body::Bytes::from(
-        serde_json::to_vec(&openapi::document()).expect("the OpenAPI document serialises"),
-    );
+    // it per connection: ~0.7 MB each (+378 MB for 512 keep-alive connections;
+    // docs/benchmarks.md). Swagger UI keeps its copy behind an Arc.
+    let doc = openapi::document();
+    let spec =
+        axum::body::Bytes::from(serde_json::to_vec(&doc).expect("the OpenAPI document serialises"));
     let v1 = Router::new()
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{model}", get(models::get_model))
@@ -67,14 +68,12 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], spec) }),
         )
         .merge(v2::router());
-    v1.merge(
-        utoipa_swagger_ui::SwaggerUi::new("/docs").url("/docs/openapi.json", openapi::document()),
-    )
-    .fallback(not_found)
-    .method_not_allowed_fallback(method_not_allowed)
-    .route_layer(middleware::from_fn_with_state(state.clone(), track))
-    .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-    .with_state(state)
+    v1.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/docs/openapi.json", doc))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
