@@ -42,6 +42,18 @@ def pick(loads, **kw):
     return [r for r in loads if all(r.get(k, "" if k == "tag" else None) == v for k, v in kw.items())]
 
 
+def tags_of(loads, model):
+    """Tags of our server's runs on `model`: "" (the judged flags) first, then variants."""
+    return sorted({x.get("tag", "") for x in pick(loads, server="rust", model=model)})
+
+
+def quarter_means(samples, col):
+    """Mean of column `col` of the samples in each quarter of the run."""
+    n = len(samples)
+    return [sum(x[col] for x in samples[n * i // 4:n * (i + 1) // 4]) / max(1, n * (i + 1) // 4 - n * i // 4)
+            for i in range(4)]
+
+
 def one(loads, **kw):
     rs = pick(loads, **kw)
     return rs[-1] if rs else None
@@ -78,7 +90,7 @@ def targets_section(raw, loads, pre, out):
         r = {"rows": rows} if rows else None
         # Untagged runs use the server flags the targets are judged on; tagged ones (another
         # thread layout) are reported beside them.
-        tags = sorted({x.get("tag", "") for x in pick(loads, server="rust", model=m)})
+        tags = tags_of(loads, m)
         for tag in tags:
             cls = pick(loads, server="rust", model=m, case="classify:model.jpg", tag=tag)
             if r and cls:
@@ -92,23 +104,16 @@ def targets_section(raw, loads, pre, out):
                     f"(batch {best['batch']}, {best['sessions']} session(s), {best['pool']} pool) = "
                     f"**{ratio:.2f}x** | {ok(ratio >= TARGETS['throughput_vs_raw'])} |")
         cls = pick(loads, server="rust", model=m, case="classify:model.jpg", tag="")
-        for tag in [t for t in tags if t]:
-            c1t = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1, tag=tag)
-            if r and c1t:
+        for tag in tags:
+            c1 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1, tag=tag)
+            if r and c1:
                 b1 = min((x for x in r["rows"] if x["batch"] == 1), key=lambda x: x["p50_ms"])
+                over = c1["lat_p50_ms"] - b1["p50_ms"]
+                label = f"{m} ({tag})" if tag else m
                 out.append(
-                    f"| 2 | no-load p50 <= raw batch-1 + {TARGETS['latency_overhead_ms']:.0f} ms | {m} ({tag}) | "
-                    f"{c1t['lat_p50_ms']:.2f} ms vs raw {b1['p50_ms']:.2f} ms = "
-                    f"**+{c1t['lat_p50_ms'] - b1['p50_ms']:.2f} ms** | "
-                    f"{ok(c1t['lat_p50_ms'] - b1['p50_ms'] <= TARGETS['latency_overhead_ms'])} |")
-        c1 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1, tag="")
-        if r and c1:
-            b1 = min((x for x in r["rows"] if x["batch"] == 1), key=lambda x: x["p50_ms"])
-            over = c1["lat_p50_ms"] - b1["p50_ms"]
-            out.append(
-                f"| 2 | no-load p50 <= raw batch-1 + {TARGETS['latency_overhead_ms']:.0f} ms | {m} | "
-                f"{c1['lat_p50_ms']:.2f} ms vs raw {b1['p50_ms']:.2f} ms = **+{over:.2f} ms** | "
-                f"{ok(over <= TARGETS['latency_overhead_ms'])} |")
+                    f"| 2 | no-load p50 <= raw batch-1 + {TARGETS['latency_overhead_ms']:.0f} ms | {label} | "
+                    f"{c1['lat_p50_ms']:.2f} ms vs raw {b1['p50_ms']:.2f} ms = **+{over:.2f} ms** | "
+                    f"{ok(over <= TARGETS['latency_overhead_ms'])} |")
         py32s = pick(loads, server="python", model=m, case="classify:model.jpg", conns=32)
         py32 = max(py32s, key=lambda x: x["ok_rps"]) if py32s else None  # its best settings
         for tag in tags:
@@ -151,10 +156,8 @@ def targets_section(raw, loads, pre, out):
         # "No growth": judged on the second half's trend (least squares, robust to the +-5%
         # sample noise) extrapolated over the whole run, against 5% of the mean RSS.
         smp = r["rss_samples"]
-        n = len(smp)
-        quarters = [sum(x[1] for x in smp[n * i // 4:n * (i + 1) // 4]) / max(1, n * (i + 1) // 4 - n * i // 4)
-                    / 1024 for i in range(4)]
-        half = smp[n // 2:]
+        quarters = [q / 1024 for q in quarter_means(smp, 1)]
+        half = smp[len(smp) // 2:]
         xs, ys = [x[0] for x in half], [x[1] / 1024 for x in half]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / max(1e-9, sum((a - mx) ** 2 for a in xs))
@@ -236,8 +239,7 @@ def overload_section(loads, out):
         if n and len(s[0]) > 2:
             # Open descriptors ~ connections the server holds at that moment.
             fq = [s[i * (n - 1) // 4][2] for i in range(5)]
-            qm = [sum(x[2] for x in s[n * i // 4:n * (i + 1) // 4]) / max(1, n * (i + 1) // 4 - n * i // 4)
-                  for i in range(4)]
+            qm = quarter_means(s, 2)
             out.append(f"  Open file descriptors (~ connections held) at 0/25/50/75/100%: "
                        f"{', '.join(str(v) for v in fq)}; quarter means {', '.join(f'{v:.0f}' for v in qm)}.")
     out.append("")
@@ -274,7 +276,7 @@ def plot(raw, loads, path):
             rs = sorted(pick(loads, server="rust", model=m, case=case, tag=""), key=lambda x: x["conns"])
             if rs:
                 ax.plot([r["conns"] for r in rs], [r["ok_rps"] for r in rs], st, label=f"rust {case}")
-        for tag in sorted({x.get("tag", "") for x in pick(loads, server="rust", model=m)} - {""}):
+        for tag in [t for t in tags_of(loads, m) if t]:
             rs = sorted(pick(loads, server="rust", model=m, case="classify:model.jpg", tag=tag),
                         key=lambda x: x["conns"])
             ax.plot([r["conns"] for r in rs], [r["ok_rps"] for r in rs], "P--", color="purple",
