@@ -14,6 +14,7 @@
 #                         exported with models/.venv if missing and models/.venv exists; skipped
 #                         if neither)
 #   BENCH_OVERLOAD_SECONDS  length of the overload (memory) run (default 300)
+#   BENCH_INT_LAYOUTS     extra --cpu-thread-pool layouts to run rgc_intermediate with (shared per-session)
 #   BENCH_SKIP            space-separated parts to skip: raw preprocess fmnist intermediate python overload report
 #   BENCH_DOC / BENCH_PLOT  where the report goes (default docs/benchmarks.md, docs/benchmarks.png)
 #
@@ -114,10 +115,13 @@ fi
 
 # --- 2./3. HTTP under load: our server and the Python reference ---------------------------------
 # Server settings (tuned on this machine; see docs/benchmarks.md "Tuning"):
-RUST_FLAGS_FMNIST=${BENCH_RUST_FLAGS_FMNIST:---sessions-per-device 2 --max-batch-size 16 --max-queue-delay-ms 0 --cpu-thread-pool per-session}
-RUST_FLAGS_INT=${BENCH_RUST_FLAGS_INT:---sessions-per-device 2 --max-batch-size 1 --max-queue-delay-ms 0 --cpu-thread-pool shared}
-# The other thread layout, for the throughput it trades against low-load latency.
-RUST_FLAGS_INT_ALT=${BENCH_RUST_FLAGS_INT_ALT:---sessions-per-device 2 --max-batch-size 1 --max-queue-delay-ms 0 --cpu-thread-pool per-session}
+# Both models run the default CPU thread layout (adaptive: 2 sessions x 1 core, plus an
+# all-cores session for batches that would run alone, kept only where it measured faster).
+RUST_FLAGS_FMNIST=${BENCH_RUST_FLAGS_FMNIST:---sessions-per-device 2 --max-batch-size 16 --max-queue-delay-ms 0 --cpu-thread-pool adaptive}
+RUST_FLAGS_INT=${BENCH_RUST_FLAGS_INT:---sessions-per-device 2 --max-batch-size 1 --max-queue-delay-ms 0 --cpu-thread-pool adaptive}
+# Optional extra layouts for rgc_intermediate, each run tagged with its pool name, e.g.
+# BENCH_INT_LAYOUTS="shared per-session" (docs/benchmarks.md, finding 12, has both).
+INT_LAYOUTS=${BENCH_INT_LAYOUTS:-}
 PY_FLAGS_FMNIST=${BENCH_PY_FLAGS_FMNIST:---workers 2 --py-intra-threads 1}
 PY_FLAGS_INT=${BENCH_PY_FLAGS_INT:---workers 1 --py-intra-threads 2}
 PY_FLAGS_INT2=${BENCH_PY_FLAGS_INT2:---workers 2 --py-intra-threads 1}
@@ -139,10 +143,12 @@ if ! skip intermediate; then
   log "load: rust server, rgc_intermediate"
   "$PY" benches/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
     --seconds "$INT_SECS" --concurrency 1,8,32 --cases "$CASES_INT" --wrk-timeout 600 $RUST_FLAGS_INT
-  log "load: rust server, rgc_intermediate, per-session thread pools"
-  "$PY" benches/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
-    --seconds "$INT_SECS" --concurrency 1,8,32 --cases classify:model.jpg --wrk-timeout 600 \
-    --tag per-session $RUST_FLAGS_INT_ALT
+  for layout in $INT_LAYOUTS; do
+    log "load: rust server, rgc_intermediate, --cpu-thread-pool $layout"
+    "$PY" benches/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+      --seconds "$INT_SECS" --concurrency 1,8,32 --cases classify:model.jpg --wrk-timeout 600 \
+      --tag "$layout" ${RUST_FLAGS_INT/adaptive/$layout}
+  done
   if ! skip python; then
     log "load: python server, rgc_intermediate"
     "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \

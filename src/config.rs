@@ -54,9 +54,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVRNN_DEVICES", default_value = "auto")]
     pub devices: String,
 
-    /// Sessions (worker threads) per device and model. More than one lets a device overlap
-    /// batch assembly with compute; on CPU they split the cores.
-    #[arg(long, env = "CONVRNN_SESSIONS_PER_DEVICE", default_value_t = 1)]
+    /// Sessions (worker threads) per device and model; 0 = automatic: on CPU one per core (at
+    /// most 4, each a copy of the model), on CUDA 2 (one assembles and copies the next batch
+    /// while the other computes). On CPU they split the cores.
+    #[arg(long, env = "CONVRNN_SESSIONS_PER_DEVICE", default_value_t = 0)]
     pub sessions_per_device: usize,
 
     /// Largest batch a worker runs at once (images, i.e. movies).
@@ -95,16 +96,18 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVRNN_MAX_JSON_VALUES", default_value_t = 2_000_000)]
     pub max_json_values: usize,
 
-    /// Intra-op threads: of the shared pool (0 = one per core), or per CPU session with
-    /// `--cpu-thread-pool per-session` (0 = cores / CPU sessions).
+    /// Intra-op threads: of the shared pool (0 = one per core), or of each CPU worker's session
+    /// with `adaptive` and `per-session` (0 = cores / CPU sessions).
     #[arg(long, env = "CONVRNN_INTRA_THREADS", default_value_t = 0)]
     pub intra_threads: usize,
 
-    /// `shared`: every session (of every model) runs its operators on one pool of threads, so a
-    /// lone run uses all cores and concurrent runs split them. `per-session`: each CPU session
-    /// gets its own fixed share; slightly faster for tiny models with several sessions per
-    /// device, slower at low load for large ones (docs/benchmarks.md, "Tuning").
-    #[arg(long, env = "CONVRNN_CPU_THREAD_POOL", value_enum, default_value_t = CpuThreadPool::Shared)]
+    /// `adaptive`: each CPU session runs on its share of the cores, and each model also keeps a
+    /// session on every core that a batch uses when it would run alone, if that measured faster
+    /// at start-up (low-load latency of all cores, saturated throughput of one core per session;
+    /// one more copy of the model in memory). `per-session`: each session only on its share.
+    /// `shared`: every session of every model on one pool of all cores; concurrent runs split it.
+    /// docs/benchmarks.md, "Tuning", has the measurements.
+    #[arg(long, env = "CONVRNN_CPU_THREAD_POOL", value_enum, default_value_t = CpuThreadPool::Adaptive)]
     pub cpu_thread_pool: CpuThreadPool,
 
     /// On SIGTERM/SIGINT: seconds readiness reports 503 before the listener closes (lets load
@@ -128,8 +131,9 @@ pub struct ServeArgs {
 /// How CPU sessions get their intra-op threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CpuThreadPool {
-    Shared,
+    Adaptive,
     PerSession,
+    Shared,
 }
 
 impl CpuThreadPool {
@@ -140,12 +144,23 @@ impl CpuThreadPool {
         match (self, requested) {
             (_, n) if n > 0 => n,
             (CpuThreadPool::Shared, _) => cores,
-            (CpuThreadPool::PerSession, _) => (cores / cpu_sessions.max(1)).max(1),
+            (CpuThreadPool::PerSession | CpuThreadPool::Adaptive, _) => {
+                (cores / cpu_sessions.max(1)).max(1)
+            }
         }
     }
 }
 
 impl ServeArgs {
+    /// `--sessions-per-device` with 0 resolved for `devices` on a machine with `cores` cores.
+    pub fn sessions_per_device(&self, devices: &[Device], cores: usize) -> usize {
+        match self.sessions_per_device {
+            0 if devices.contains(&Device::Cpu) => cores.clamp(1, 4),
+            0 => 2,
+            n => n,
+        }
+    }
+
     pub fn max_queue_delay(&self) -> Duration {
         Duration::from_millis(self.max_queue_delay_ms)
     }
@@ -223,6 +238,22 @@ mod tests {
         assert_eq!(PerSession.intra_threads(0, 2, 4), 1);
         assert_eq!(PerSession.intra_threads(3, 8, 4), 3);
         assert_eq!(Shared.intra_threads(3, 8, 4), 3);
+        assert_eq!(Adaptive.intra_threads(0, 8, 4), 2);
+        assert_eq!(Adaptive.intra_threads(0, 2, 2), 1);
+    }
+
+    #[test]
+    fn automatic_sessions_per_device() {
+        let mut a = ServeArgs::defaults();
+        assert_eq!(a.sessions_per_device(&[Device::Cpu], 2), 2);
+        assert_eq!(a.sessions_per_device(&[Device::Cpu], 1), 1);
+        assert_eq!(a.sessions_per_device(&[Device::Cpu], 32), 4);
+        assert_eq!(
+            a.sessions_per_device(&[Device::Cuda(0), Device::Cuda(1)], 32),
+            2
+        );
+        a.sessions_per_device = 3;
+        assert_eq!(a.sessions_per_device(&[Device::Cpu], 2), 3);
     }
 
     #[test]
@@ -230,6 +261,6 @@ mod tests {
         let d = ServeArgs::defaults();
         assert_eq!(d.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(d.max_batch_size, 8);
-        assert_eq!(d.cpu_thread_pool, CpuThreadPool::Shared);
+        assert_eq!(d.cpu_thread_pool, CpuThreadPool::Adaptive);
     }
 }

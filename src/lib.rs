@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use backend::ort as ort_backend;
 use backend::{Backend, Device};
 use config::{CpuThreadPool, ServeArgs};
-use engine::{BackendFactory, Engine, EngineConfig};
+use engine::{BackendFactory, Engine, EngineConfig, Width};
 use metrics::Metrics;
 use model::ModelInfo;
 
@@ -113,28 +113,38 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
     tracing::info!(library = %library.display(), ?pool, "ONNX Runtime loaded");
     let infos = load_models(&args.model_dir, &metrics)?;
     let devices = resolve_devices(&args.devices)?;
+    let sessions_per_device = args.sessions_per_device(&devices, cores);
     let cpu_sessions = if devices.contains(&Device::Cpu) {
-        infos.len() * args.sessions_per_device.max(1)
+        infos.len() * sessions_per_device
     } else {
         1
     };
     let intra_threads = pool.intra_threads(args.intra_threads, cores, cpu_sessions);
-    let options = ort_backend::SessionOptions { intra_threads };
-    let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device: Device| {
-        ort_backend::OrtBackend::new(info, device, &options)
-            .map(|b| Box::new(b) as Box<dyn Backend>)
+    let share = ort_backend::SessionOptions { intra_threads };
+    let all = ort_backend::SessionOptions {
+        intra_threads: cores,
+    };
+    // With one CPU session per core or fewer cores than that there is nothing to adapt.
+    let cpu_adaptive = pool == CpuThreadPool::Adaptive && intra_threads < cores;
+    let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device: Device, width| {
+        let options = match width {
+            Width::Share => &share,
+            Width::AllCores => &all,
+        };
+        ort_backend::OrtBackend::new(info, device, options).map(|b| Box::new(b) as Box<dyn Backend>)
     });
-    tracing::info!(devices = ?devices.iter().map(|d| d.to_string()).collect::<Vec<_>>(), intra_threads, "starting workers");
+    tracing::info!(devices = ?devices.iter().map(|d| d.to_string()).collect::<Vec<_>>(), sessions_per_device, intra_threads, cpu_adaptive, "starting workers");
     let engine = Engine::start(
         infos,
         factory,
         EngineConfig {
             devices,
-            sessions_per_device: args.sessions_per_device.max(1),
+            sessions_per_device,
             max_batch: args.max_batch_size.max(1),
             max_delay: args.max_queue_delay(),
             queue_capacity: args.queue_capacity.max(1),
             request_timeout: args.request_timeout(),
+            cpu_adaptive,
         },
         metrics,
     )?;

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub device_batches: IntCounterVec,
     /// Seconds to inspect and load each model.
     pub model_load: GaugeVec,
+    /// Batches a CPU worker ran on its model's all-cores session (`--cpu-thread-pool adaptive`).
+    pub cpu_all_cores_batches: IntCounterVec,
+    /// Start-up batch-1 times of a worker's own session and of the all-cores one.
+    pub cpu_calibration: GaugeVec,
     /// Seconds each worker took to warm up.
     pub warmup: GaugeVec,
     /// Always 1; labels carry the build.
@@ -144,6 +148,16 @@ impl Metrics {
                 "convrnn_device_batches_total",
                 "Batches run per device",
                 &["device", "model"],
+            ),
+            cpu_all_cores_batches: counter(
+                "convrnn_cpu_all_cores_batches_total",
+                "Batches run on the model's all-cores CPU session because they would have run alone",
+                &["model"],
+            ),
+            cpu_calibration: gauge(
+                "convrnn_cpu_calibration_seconds",
+                "Batch-1 time at start-up of a worker's own CPU session (share) and of the all-cores one",
+                &["model", "session"],
             ),
             model_load: gauge(
                 "convrnn_model_load_seconds",

@@ -10,7 +10,7 @@ use common::{fixture_dir, png, MODEL};
 use convrnn_serve::backend::ort::{init_runtime, inspect};
 use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor};
 use convrnn_serve::config::ServeArgs;
-use convrnn_serve::engine::{BackendFactory, Engine, EngineConfig};
+use convrnn_serve::engine::{BackendFactory, Engine, EngineConfig, Width};
 use convrnn_serve::metrics::Metrics;
 use convrnn_serve::model::ModelInfo;
 use tokio::sync::oneshot;
@@ -62,17 +62,49 @@ async fn start(
     delay: Duration,
     configure: impl FnOnce(&mut ServeArgs),
 ) -> Harness {
+    start_fake(
+        Fake {
+            startup,
+            delay,
+            ..Fake::default()
+        },
+        configure,
+    )
+    .await
+}
+
+/// The fake's timings and the engine's layout.
+#[derive(Default, Clone, Copy)]
+struct Fake {
+    startup: Duration,
+    /// Per batch, on a worker's own session.
+    delay: Duration,
+    /// Per batch, on the all-cores session (`--cpu-thread-pool adaptive`); None: not adaptive.
+    all_cores_delay: Option<Duration>,
+    sessions: usize,
+}
+
+async fn start_fake(fake: Fake, configure: impl FnOnce(&mut ServeArgs)) -> Harness {
+    let Fake {
+        startup,
+        delay,
+        all_cores_delay,
+        sessions,
+    } = fake;
     init_runtime(None, Default::default()).unwrap();
     let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
     let mut args = ServeArgs::defaults();
     args.max_batch_size = 1;
     args.max_queue_delay_ms = 0;
     configure(&mut args);
-    let factory: BackendFactory = Arc::new(move |info: &ModelInfo, _device| {
+    let factory: BackendFactory = Arc::new(move |info: &ModelInfo, _device, width| {
         std::thread::sleep(startup);
         Ok(Box::new(SlowBackend {
             info: info.clone(),
-            delay,
+            delay: match width {
+                Width::Share => delay,
+                Width::AllCores => all_cores_delay.unwrap_or(delay),
+            },
         }) as Box<dyn Backend>)
     });
     let metrics = Arc::new(Metrics::new());
@@ -82,11 +114,12 @@ async fn start(
             factory,
             EngineConfig {
                 devices: vec![Device::Cpu],
-                sessions_per_device: 1,
+                sessions_per_device: sessions.max(1),
                 max_batch: args.max_batch_size,
                 max_delay: args.max_queue_delay(),
                 queue_capacity: args.queue_capacity,
                 request_timeout: args.request_timeout(),
+                cpu_adaptive: all_cores_delay.is_some(),
             },
             metrics.clone(),
         )
@@ -270,4 +303,79 @@ async fn requests_whose_client_left_never_reach_the_device() {
         ),
         "{metrics}"
     );
+}
+
+fn inference_ms(r: &reqwest::Response) -> f64 {
+    r.headers()["x-inference-time-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+}
+
+const ALL_CORES_BATCHES: &str = r#"convrnn_cpu_all_cores_batches_total{model="tiny_convrnn"}"#;
+
+#[tokio::test]
+async fn adaptive_workers_run_lone_batches_on_all_cores_and_concurrent_ones_on_their_share() {
+    let h = start_fake(
+        Fake {
+            delay: Duration::from_millis(300),
+            all_cores_delay: Some(Duration::from_millis(60)),
+            sessions: 2,
+            ..Fake::default()
+        },
+        |_| {},
+    )
+    .await;
+    h.wait_ready().await;
+    let metrics = h.metrics().await;
+    let calibrated = |s: &str| {
+        metric(
+            &metrics,
+            &format!(r#"convrnn_cpu_calibration_seconds{{model="tiny_convrnn",session="{s}"}}"#),
+        )
+    };
+    assert!(calibrated("share") >= 0.3 && calibrated("all_cores") < 0.3);
+
+    let alone = h.classify().send().await.unwrap();
+    assert_eq!(alone.status(), 200);
+    assert!(inference_ms(&alone) < 250.0, "ran on the all-cores session");
+    assert_eq!(metric(&h.metrics().await, ALL_CORES_BATCHES), 1.0);
+
+    // Four at once: whichever batch starts while another runs, or with work still queued, stays
+    // on its worker's share, so at most the first can be lent the all-cores session.
+    let burst: Vec<_> = (0..4).map(|_| tokio::spawn(h.classify().send())).collect();
+    let mut on_share = 0;
+    for r in burst {
+        let r = r.await.unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+        on_share += usize::from(inference_ms(&r) >= 250.0);
+    }
+    assert!(on_share >= 3, "{on_share} of 4 ran on their worker's share");
+    assert!(metric(&h.metrics().await, ALL_CORES_BATCHES) <= 2.0);
+}
+
+#[tokio::test]
+async fn an_all_cores_session_that_is_not_faster_is_dropped() {
+    let h = start_fake(
+        Fake {
+            delay: Duration::from_millis(50),
+            all_cores_delay: Some(Duration::from_millis(60)),
+            sessions: 2,
+            ..Fake::default()
+        },
+        |_| {},
+    )
+    .await;
+    h.wait_ready().await;
+    let alone = h.classify().send().await.unwrap();
+    assert_eq!(alone.status(), 200);
+    assert_eq!(metric(&h.metrics().await, ALL_CORES_BATCHES), 0.0);
 }

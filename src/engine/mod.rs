@@ -7,6 +7,7 @@
 //! `max_batch` rows (waiting at most `max_delay` for the batch to fill), runs the union of the
 //! outputs its rows asked for, and answers each row with a view of its slice.
 
+mod all_cores;
 pub mod queue;
 pub mod request;
 pub mod worker;
@@ -18,15 +19,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+pub use all_cores::Width;
 pub use request::{Frame, FrameSource, ItemResult, ItemTimings, Stimulus};
 pub use worker::BackendFactory;
 
 use crate::backend::Device;
 use crate::metrics::{reason, Metrics};
 use crate::model::ModelInfo;
+use all_cores::{AllCoresSession, CpuRuns};
 use queue::{BatchQueue, PushError};
 use request::WorkItem;
-use worker::{WorkerConfig, WorkerStatus};
+use worker::{Adaptive, WorkerConfig, WorkerStatus};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum EngineError {
@@ -52,6 +55,9 @@ pub struct EngineConfig {
     pub max_delay: Duration,
     pub queue_capacity: usize,
     pub request_timeout: Duration,
+    /// CPU workers may borrow an all-cores session of their model for a batch that would run
+    /// alone (`--cpu-thread-pool adaptive`, [`all_cores`]).
+    pub cpu_adaptive: bool,
 }
 
 /// One served model: its description, its queue, and its workers' state.
@@ -106,7 +112,11 @@ impl Engine {
     ) -> std::io::Result<Self> {
         let mut models = BTreeMap::new();
         let mut threads = Vec::new();
+        let model_workers = config.devices.len() * config.sessions_per_device.max(1);
+        let cpu_runs = Arc::new(CpuRuns::default());
         for info in infos {
+            let all_cores = Arc::new(AllCoresSession::default());
+            let mut builds_session = true;
             let info = Arc::new(info);
             let queue = Arc::new(BatchQueue::new(
                 config.queue_capacity,
@@ -118,6 +128,15 @@ impl Engine {
             let mut worker_index = 0;
             for &device in &config.devices {
                 for _ in 0..config.sessions_per_device.max(1) {
+                    let adaptive = (config.cpu_adaptive && device == Device::Cpu).then(|| {
+                        let a = Adaptive {
+                            runs: cpu_runs.clone(),
+                            session: all_cores.clone(),
+                            builds_session,
+                        };
+                        builds_session = false;
+                        a
+                    });
                     threads.push(worker::spawn(
                         info.clone(),
                         device,
@@ -129,6 +148,8 @@ impl Engine {
                             max_batch: config.max_batch,
                             max_delay: config.max_delay,
                             worker_index,
+                            model_workers,
+                            adaptive,
                         },
                     )?);
                     worker_index += 1;
@@ -139,6 +160,13 @@ impl Engine {
                 .with_label_values(&[info.name()])
                 .set(config.queue_capacity as i64);
             metrics.queue_depth.with_label_values(&[info.name()]).set(0);
+            if config.cpu_adaptive && config.devices.contains(&Device::Cpu) {
+                // Present from the start, so "never lent" reads 0 rather than absent.
+                metrics
+                    .cpu_all_cores_batches
+                    .with_label_values(&[info.name()])
+                    .inc_by(0);
+            }
             models.insert(
                 info.name().to_string(),
                 ModelEntry {

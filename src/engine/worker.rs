@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::all_cores::{calibrate, AllCoresSession, CpuRuns, Width};
 use super::queue::BatchQueue;
 use super::request::{ItemResult, ItemTimings, WorkItem};
 use super::EngineError;
@@ -14,12 +15,24 @@ use crate::model::{ModelInfo, LOGITS_NAME};
 
 /// Creates the backend on the worker's own thread (sessions are built where they will live).
 pub type BackendFactory =
-    Arc<dyn Fn(&ModelInfo, Device) -> Result<Box<dyn Backend>, BackendError> + Send + Sync>;
+    Arc<dyn Fn(&ModelInfo, Device, Width) -> Result<Box<dyn Backend>, BackendError> + Send + Sync>;
 
 pub(crate) struct WorkerConfig {
     pub max_batch: usize,
     pub max_delay: Duration,
     pub worker_index: usize,
+    /// Workers of this model, this one included.
+    pub model_workers: usize,
+    /// CPU workers under `--cpu-thread-pool adaptive`.
+    pub adaptive: Option<Adaptive>,
+}
+
+/// What a CPU worker needs to borrow its model's all-cores session ([`super::all_cores`]).
+pub(crate) struct Adaptive {
+    pub runs: Arc<CpuRuns>,
+    pub session: Arc<AllCoresSession>,
+    /// True for one worker per model: it builds the all-cores session and calibrates it.
+    pub builds_session: bool,
 }
 
 /// Shared by a model's workers: how many finished warming up, and the first start-up error.
@@ -43,10 +56,21 @@ pub(crate) fn spawn(
         .name(name.clone())
         .spawn(move || {
             let started = Instant::now();
-            let mut backend = match factory(&info, device).and_then(|mut b| {
-                warm_up(b.as_mut(), &info, config.max_batch)?;
-                Ok(b)
-            }) {
+            // Built beside this worker's own session, not after it: start-up is what a
+            // Kubernetes startup probe waits for.
+            let all_cores = config
+                .adaptive
+                .as_ref()
+                .filter(|a| a.builds_session)
+                .and_then(|_| {
+                    let (info, factory, max_batch) = (info.clone(), factory.clone(), config.max_batch);
+                    std::thread::Builder::new()
+                        .name(format!("{name}-all-cores"))
+                        .spawn(move || build_warm(&factory, &info, device, Width::AllCores, max_batch))
+                        .inspect_err(|e| tracing::warn!(error = %e, "no thread for the all-cores session"))
+                        .ok()
+                });
+            let mut backend = match build_warm(&factory, &info, device, Width::Share, config.max_batch) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(worker = %name, error = %e, "worker failed to start");
@@ -58,6 +82,15 @@ pub(crate) fn spawn(
                     return;
                 }
             };
+            if let (Some(adaptive), Some(build)) = (&config.adaptive, all_cores) {
+                match build.join() {
+                    Ok(Ok(all_cores)) => {
+                        install_if_faster(backend.as_mut(), all_cores, adaptive, &info, &status, &metrics, &config)
+                    }
+                    Ok(Err(e)) => tracing::warn!(model = info.name(), error = %e, "no all-cores session: serving on per-worker sessions only"),
+                    Err(_) => tracing::warn!(model = info.name(), "building the all-cores session panicked"),
+                }
+            }
             metrics
                 .warmup
                 .with_label_values(&[
@@ -88,6 +121,66 @@ fn warm_up(
         backend.run(&frames, batch, &outputs)?;
     }
     Ok(())
+}
+
+fn build_warm(
+    factory: &BackendFactory,
+    info: &ModelInfo,
+    device: Device,
+    width: Width,
+    max_batch: usize,
+) -> Result<Box<dyn Backend>, BackendError> {
+    let mut backend = factory(info, device, width)?;
+    warm_up(backend.as_mut(), info, max_batch)?;
+    Ok(backend)
+}
+
+/// Once the model's other workers are warm (so their start-up does not skew the timing), times the
+/// all-cores session against this worker's own and installs it only if it is clearly faster.
+fn install_if_faster(
+    own: &mut dyn Backend,
+    mut all_cores: Box<dyn Backend>,
+    adaptive: &Adaptive,
+    info: &ModelInfo,
+    status: &WorkerStatus,
+    metrics: &Metrics,
+    config: &WorkerConfig,
+) {
+    let model = info.name();
+    let others = config.model_workers.saturating_sub(1);
+    let waiting_since = Instant::now();
+    while status.ready.load(Ordering::SeqCst) < others
+        && waiting_since.elapsed() < Duration::from_secs(300)
+        && status
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match calibrate(own, all_cores.as_mut(), info) {
+        Ok(c) => {
+            for (session, t) in [("share", c.share), ("all_cores", c.all_cores)] {
+                metrics
+                    .cpu_calibration
+                    .with_label_values(&[model, session])
+                    .set(t.as_secs_f64());
+            }
+            let keep = c.keep_all_cores();
+            tracing::info!(
+                model,
+                share_ms = c.share.as_secs_f64() * 1e3,
+                all_cores_ms = c.all_cores.as_secs_f64() * 1e3,
+                keep,
+                "calibrated the all-cores session (batch 1)"
+            );
+            if keep {
+                adaptive.session.install(all_cores);
+            }
+        }
+        Err(e) => tracing::warn!(model, error = %e, "all-cores calibration failed"),
+    }
 }
 
 fn fail_all(queue: &BatchQueue, config: &WorkerConfig, msg: &str) {
@@ -132,7 +225,26 @@ fn run_loop(
         }
         let outputs = union_of_outputs(&batch);
         let started = Instant::now();
-        let result = backend.run(&frames, n, &outputs);
+        let result = match &config.adaptive {
+            None => backend.run(&frames, n, &outputs),
+            Some(adaptive) => {
+                let run = adaptive.runs.start();
+                // Alone now and nothing waiting that another worker would start on next.
+                let mut all_cores = (run.alone && queue.depth() == 0)
+                    .then(|| adaptive.session.try_borrow())
+                    .flatten();
+                match all_cores.as_mut().and_then(|s| s.as_mut()) {
+                    Some(session) => {
+                        metrics
+                            .cpu_all_cores_batches
+                            .with_label_values(&[model])
+                            .inc();
+                        session.run(&frames, n, &outputs)
+                    }
+                    None => backend.run(&frames, n, &outputs),
+                }
+            }
+        };
         let inference_secs = started.elapsed().as_secs_f64();
         metrics
             .inference_duration
