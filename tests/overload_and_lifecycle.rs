@@ -200,6 +200,8 @@ async fn full_queue_answers_429_with_retry_after() {
     let c = h.classify().send().await.unwrap();
     assert_eq!(c.status(), 429);
     assert_eq!(c.headers()["retry-after"], "1");
+    // Its body was never read: the connection must not be kept to drain it.
+    assert_eq!(c.headers()["connection"], "close");
     let body: serde_json::Value = c.json().await.unwrap();
     assert_eq!(body["code"], "overloaded");
     assert_eq!(a.await.unwrap().unwrap().status(), 200);

@@ -72,8 +72,27 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::map_response(close_after_refusal))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
+}
+
+/// A 429 (no admission slot) or 413 is sent before the body is read. Kept alive, the connection
+/// would still have to take that body in before it could parse the next request: hyper's read
+/// buffer grows towards the body's size on every such connection, and under a storm of
+/// camera-size uploads RSS climbed by ~300 KB per open connection (107 -> 572 MiB in 60 s,
+/// docs/benchmarks.md, finding 13). Closing drops the buffer and the unread body with it; a client
+/// told to back off reconnects when it retries.
+async fn close_after_refusal(mut response: Response) -> Response {
+    if matches!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE
+    ) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
