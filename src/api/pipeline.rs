@@ -59,8 +59,12 @@ fn decode_permits() -> &'static Semaphore {
     })
 }
 
-/// Decodes every image on the blocking pool (decoding is CPU-bound and would stall the
-/// runtime's workers). An error names the image it came from.
+/// Images up to this many pixels (by their header) are decoded on the async worker itself: a
+/// 28x28 JPEG decodes in microseconds, less than the hand-off to a blocking thread and back.
+const INLINE_DECODE_PIXELS: u64 = 128 * 128;
+
+/// Decodes every image, small ones in place and the rest on the blocking pool (decoding is
+/// CPU-bound and would stall the runtime's workers). An error names the image it came from.
 pub async fn decode_images(
     state: &AppState,
     info: &ModelInfo,
@@ -68,7 +72,13 @@ pub async fn decode_images(
 ) -> Result<Vec<Frame>, ApiError> {
     let spec = preprocess_spec(info)?;
     let limits = state.limits.image;
-    let count = images.len();
+    let small = images.iter().all(|bytes| {
+        image::probe_dimensions(bytes)
+            .is_ok_and(|(w, h)| u64::from(w) * u64::from(h) <= INLINE_DECODE_PIXELS)
+    });
+    if small && images.len() <= 4 {
+        return decode_all(&images, &spec, &limits);
+    }
     // Decode at most one request per core at a time. Unbounded, every open connection would get
     // a blocking thread (tokio allows 512) holding a full-size decoded image, and on a small
     // machine they would starve the inference threads (see docs/benchmarks.md, memory).
@@ -76,36 +86,43 @@ pub async fn decode_images(
         .acquire()
         .await
         .map_err(|e| ApiError::Internal(format!("decoder permits: {e}")))?;
-    tokio::task::spawn_blocking(move || {
-        images
-            .iter()
-            .enumerate()
-            .map(|(i, bytes)| {
-                image::preprocess(bytes, &spec, &limits)
-                    .map(Arc::new)
-                    .map_err(|e| {
-                        let err = ApiError::from(e);
-                        if count > 1 {
-                            // Keep the status of the underlying error; add which image.
-                            match err {
-                                ApiError::BadRequest { code, msg } => ApiError::BadRequest {
-                                    code,
-                                    msg: format!("image {i}: {msg}"),
-                                },
-                                ApiError::PayloadTooLarge(msg) => {
-                                    ApiError::PayloadTooLarge(format!("image {i}: {msg}"))
-                                }
-                                other => other,
+    tokio::task::spawn_blocking(move || decode_all(&images, &spec, &limits))
+        .await
+        .map_err(|e| ApiError::Internal(format!("decoder task failed: {e}")))?
+}
+
+fn decode_all(
+    images: &[axum::body::Bytes],
+    spec: &Preprocess,
+    limits: &image::Limits,
+) -> Result<Vec<Frame>, ApiError> {
+    let count = images.len();
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            image::preprocess(bytes, spec, limits)
+                .map(Arc::new)
+                .map_err(|e| {
+                    let err = ApiError::from(e);
+                    if count > 1 {
+                        // Keep the status of the underlying error; add which image.
+                        match err {
+                            ApiError::BadRequest { code, msg } => ApiError::BadRequest {
+                                code,
+                                msg: format!("image {i}: {msg}"),
+                            },
+                            ApiError::PayloadTooLarge(msg) => {
+                                ApiError::PayloadTooLarge(format!("image {i}: {msg}"))
                             }
-                        } else {
-                            err
+                            other => other,
                         }
-                    })
-            })
-            .collect()
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("decoder task failed: {e}")))?
+                    } else {
+                        err
+                    }
+                })
+        })
+        .collect()
 }
 
 /// Decodes, schedules and runs a request's images; one result per stimulus, in order.
