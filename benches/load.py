@@ -219,7 +219,7 @@ def main():
     ap.add_argument("--max-queue-delay-ms", type=int, default=2)
     ap.add_argument("--sessions-per-device", type=int, default=1)
     ap.add_argument("--intra-threads", type=int, default=0)
-    ap.add_argument("--cpu-thread-pool", default="shared", choices=["shared", "per-session"])
+    ap.add_argument("--cpu-thread-pool", default="adaptive", choices=["adaptive", "per-session", "shared"])
     ap.add_argument("--queue-capacity", type=int, default=256)
     ap.add_argument("--request-timeout-ms", type=int, default=120000)
     ap.add_argument("--extra-flags", default="")

@@ -324,12 +324,13 @@ fn metric(metrics: &str, series: &str) -> f64 {
 
 const ALL_CORES_BATCHES: &str = r#"convrnn_cpu_all_cores_batches_total{model="tiny_convrnn"}"#;
 
-#[tokio::test]
-async fn adaptive_workers_run_lone_batches_on_all_cores_and_concurrent_ones_on_their_share() {
+/// Two adaptive CPU workers whose own sessions take `share_ms` per batch and whose model's
+/// all-cores session takes `all_cores_ms`; returns once ready.
+async fn start_adaptive(share_ms: u64, all_cores_ms: u64) -> Harness {
     let h = start_fake(
         Fake {
-            delay: Duration::from_millis(300),
-            all_cores_delay: Some(Duration::from_millis(60)),
+            delay: Duration::from_millis(share_ms),
+            all_cores_delay: Some(Duration::from_millis(all_cores_ms)),
             sessions: 2,
             ..Fake::default()
         },
@@ -337,6 +338,12 @@ async fn adaptive_workers_run_lone_batches_on_all_cores_and_concurrent_ones_on_t
     )
     .await;
     h.wait_ready().await;
+    h
+}
+
+#[tokio::test]
+async fn adaptive_workers_run_lone_batches_on_all_cores_and_concurrent_ones_on_their_share() {
+    let h = start_adaptive(300, 60).await;
     let metrics = h.metrics().await;
     let calibrated = |s: &str| {
         metric(
@@ -366,17 +373,7 @@ async fn adaptive_workers_run_lone_batches_on_all_cores_and_concurrent_ones_on_t
 
 #[tokio::test]
 async fn an_all_cores_session_that_is_not_faster_is_dropped() {
-    let h = start_fake(
-        Fake {
-            delay: Duration::from_millis(50),
-            all_cores_delay: Some(Duration::from_millis(60)),
-            sessions: 2,
-            ..Fake::default()
-        },
-        |_| {},
-    )
-    .await;
-    h.wait_ready().await;
+    let h = start_adaptive(50, 60).await;
     let alone = h.classify().send().await.unwrap();
     assert_eq!(alone.status(), 200);
     assert_eq!(metric(&h.metrics().await, ALL_CORES_BATCHES), 0.0);

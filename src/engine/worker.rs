@@ -56,39 +56,43 @@ pub(crate) fn spawn(
         .name(name.clone())
         .spawn(move || {
             let started = Instant::now();
-            // Built beside this worker's own session, not after it: start-up is what a
-            // Kubernetes startup probe waits for.
             let all_cores = config
                 .adaptive
                 .as_ref()
                 .filter(|a| a.builds_session)
-                .and_then(|_| {
-                    let (info, factory, max_batch) = (info.clone(), factory.clone(), config.max_batch);
-                    std::thread::Builder::new()
-                        .name(format!("{name}-all-cores"))
-                        .spawn(move || build_warm(&factory, &info, device, Width::AllCores, max_batch))
-                        .inspect_err(|e| tracing::warn!(error = %e, "no thread for the all-cores session"))
-                        .ok()
-                });
-            let mut backend = match build_warm(&factory, &info, device, Width::Share, config.max_batch) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(worker = %name, error = %e, "worker failed to start");
-                    let mut failed = status.failed.lock().unwrap_or_else(|p| p.into_inner());
-                    failed.get_or_insert_with(|| e.to_string());
-                    // Nobody will serve this queue from here; fail what arrives rather than
-                    // letting it wait for its deadline.
-                    fail_all(&queue, &config, &e.to_string());
-                    return;
-                }
-            };
-            if let (Some(adaptive), Some(build)) = (&config.adaptive, all_cores) {
-                match build.join() {
-                    Ok(Ok(all_cores)) => {
-                        install_if_faster(backend.as_mut(), all_cores, adaptive, &info, &status, &metrics, &config)
+                .and_then(|_| spawn_all_cores_build(&name, &info, device, &factory, &config));
+            let mut backend =
+                match build_warm(&factory, &info, device, Width::Share, config.max_batch) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(worker = %name, error = %e, "worker failed to start");
+                        let mut failed = status.failed.lock().unwrap_or_else(|p| p.into_inner());
+                        failed.get_or_insert_with(|| e.to_string());
+                        // Nobody will serve this queue from here; fail what arrives rather than
+                        // letting it wait for its deadline.
+                        fail_all(&queue, &config, &e.to_string());
+                        return;
                     }
-                    Ok(Err(e)) => tracing::warn!(model = info.name(), error = %e, "no all-cores session: serving on per-worker sessions only"),
-                    Err(_) => tracing::warn!(model = info.name(), "building the all-cores session panicked"),
+                };
+            if let (Some(adaptive), Some(build)) = (&config.adaptive, all_cores) {
+                let built = build.join().unwrap_or_else(|_| {
+                    Err(BackendError::Run("building the session panicked".into()))
+                });
+                match built {
+                    Ok(all_cores) => install_if_faster(
+                        backend.as_mut(),
+                        all_cores,
+                        adaptive,
+                        &info,
+                        &status,
+                        &metrics,
+                        &config,
+                    ),
+                    Err(e) => tracing::warn!(
+                        model = info.name(),
+                        error = %e,
+                        "no all-cores session: serving on per-worker sessions only"
+                    ),
                 }
             }
             metrics
@@ -133,6 +137,23 @@ fn build_warm(
     let mut backend = factory(info, device, width)?;
     warm_up(backend.as_mut(), info, max_batch)?;
     Ok(backend)
+}
+
+/// Builds the model's all-cores session on a thread of its own, beside the worker's own session
+/// rather than after it: start-up time is what a Kubernetes startup probe waits for.
+fn spawn_all_cores_build(
+    name: &str,
+    info: &Arc<ModelInfo>,
+    device: Device,
+    factory: &BackendFactory,
+    config: &WorkerConfig,
+) -> Option<std::thread::JoinHandle<Result<Box<dyn Backend>, BackendError>>> {
+    let (info, factory, max_batch) = (info.clone(), factory.clone(), config.max_batch);
+    std::thread::Builder::new()
+        .name(format!("{name}-all-cores"))
+        .spawn(move || build_warm(&factory, &info, device, Width::AllCores, max_batch))
+        .inspect_err(|e| tracing::warn!(error = %e, "no thread for the all-cores session"))
+        .ok()
 }
 
 /// Once the model's other workers are warm (so their start-up does not skew the timing), times the
