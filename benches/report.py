@@ -276,10 +276,11 @@ def plot(raw, loads, path):
             rs = sorted(pick(loads, server="rust", model=m, case=case, tag=""), key=lambda x: x["conns"])
             if rs:
                 ax.plot([r["conns"] for r in rs], [r["ok_rps"] for r in rs], st, label=f"rust {case}")
-        for tag in [t for t in tags_of(loads, m) if t]:
+        for tag, (st, color) in zip([t for t in tags_of(loads, m) if t],
+                                    [("P--", "purple"), ("X:", "saddlebrown"), ("h-.", "teal")]):
             rs = sorted(pick(loads, server="rust", model=m, case="classify:model.jpg", tag=tag),
                         key=lambda x: x["conns"])
-            ax.plot([r["conns"] for r in rs], [r["ok_rps"] for r in rs], "P--", color="purple",
+            ax.plot([r["conns"] for r in rs], [r["ok_rps"] for r in rs], st, color=color,
                     label=f"rust classify:model.jpg ({tag})")
         py = sorted(pick(loads, server="python", model=m, case="classify:model.jpg"),
                     key=lambda x: x["conns"])
