@@ -85,6 +85,12 @@ fn main() {
     // The server's rule for one model.
     let pool = <CpuThreadPool as clap::ValueEnum>::from_str(&args.pool, false)
         .expect("--pool shared|per-session");
+    // Adaptive is a choice per batch between two fixed layouts; the ceiling is measured on those.
+    assert!(
+        pool != CpuThreadPool::Adaptive,
+        "--pool adaptive picks per batch between `--sessions 1` on all cores and \
+         `--pool per-session`: measure those two"
+    );
     let intra = pool.intra_threads(args.intra_threads, cores, args.sessions);
     let runtime = RuntimeOptions {
         shared_intra_threads: (pool == CpuThreadPool::Shared).then_some(intra),
