@@ -123,11 +123,8 @@ const FLAG_UTF8: u16 = 0x0800;
 const DOS_DATE: u16 = (1 << 5) | 1;
 const DOS_TIME: u16 = 0;
 
-fn check_shape(shape: &[usize], data: &NpyData) -> Result<(), NpzError> {
-    check_shape_len(shape, data.len())
-}
-
-fn check_shape_len(shape: &[usize], len: usize) -> Result<(), NpzError> {
+/// `shape` must hold exactly `len` elements in at most `MAX_DIMS` dimensions.
+fn check_shape(shape: &[usize], len: usize) -> Result<(), NpzError> {
     if shape.len() > MAX_DIMS {
         return Err(NpzError::TooManyDims(shape.len()));
     }
@@ -170,22 +167,13 @@ fn npy_header(shape: &[usize], descr: &str) -> Vec<u8> {
     out
 }
 
-/// Size in bytes of the `.npy` encoding of `data` with `shape`'s header.
-fn npy_len(shape: &[usize], data: &NpyData) -> u64 {
-    npy_header(shape, data.descr()).len() as u64 + (data.len() as u64) * data.item_size() as u64
-}
-
-/// Append the `.npy` encoding (shape already checked).
-fn write_npy(out: &mut Vec<u8>, shape: &[usize], data: &NpyData) {
-    out.extend_from_slice(&npy_header(shape, data.descr()));
-    data.write_le(out);
-}
-
 /// The `.npy` file for `data` with `shape`, or an error if they disagree.
 pub fn try_npy_bytes(shape: &[usize], data: NpyData) -> Result<Vec<u8>, NpzError> {
-    check_shape(shape, &data)?;
-    let mut out = Vec::with_capacity(npy_len(shape, &data) as usize);
-    write_npy(&mut out, shape, &data);
+    check_shape(shape, data.len())?;
+    let header = npy_header(shape, data.descr());
+    let mut out = Vec::with_capacity(header.len() + data.len() * data.item_size());
+    out.extend_from_slice(&header);
+    data.write_le(&mut out);
     Ok(out)
 }
 
@@ -280,8 +268,9 @@ impl NpzWriter {
         shape: &[usize],
         parts: &[&[f32]],
     ) -> Result<(), NpzError> {
+        let f32 = NpyData::F32(&[]);
         let parts: Vec<NpyData> = parts.iter().map(|p| NpyData::F32(p)).collect();
-        self.add_with(name, shape, "<f4", 4, &parts)
+        self.add_with(name, shape, f32.descr(), f32.item_size(), &parts)
     }
 
     /// One array whose elements are the concatenation of `parts`, all of `descr`.
@@ -303,7 +292,7 @@ impl NpzWriter {
             return Err(NpzError::TooManyArrays);
         }
         let elements: usize = parts.iter().map(|p| p.len()).sum();
-        check_shape_len(shape, elements)?;
+        check_shape(shape, elements)?;
         let file_name = format!("{name}.npy").into_bytes();
         let header = npy_header(shape, descr);
         let npy_len = header.len() as u64 + elements as u64 * item_size as u64;
