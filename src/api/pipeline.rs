@@ -62,6 +62,8 @@ fn decode_permits() -> &'static Semaphore {
 /// Images up to this many pixels (by their header) are decoded on the async worker itself: a
 /// 28x28 JPEG decodes in microseconds, less than the hand-off to a blocking thread and back.
 const INLINE_DECODE_PIXELS: u64 = 128 * 128;
+/// ... and only for requests of a few images, so no request holds the async worker for long.
+const INLINE_DECODE_IMAGES: usize = 4;
 
 /// Decodes every image, small ones in place and the rest on the blocking pool (decoding is
 /// CPU-bound and would stall the runtime's workers). An error names the image it came from.
@@ -72,11 +74,12 @@ pub async fn decode_images(
 ) -> Result<Vec<Frame>, ApiError> {
     let spec = preprocess_spec(info)?;
     let limits = state.limits.image;
-    let small = images.iter().all(|bytes| {
-        image::probe_dimensions(bytes)
-            .is_ok_and(|(w, h)| u64::from(w) * u64::from(h) <= INLINE_DECODE_PIXELS)
-    });
-    if small && images.len() <= 4 {
+    let small = images.len() <= INLINE_DECODE_IMAGES
+        && images.iter().all(|bytes| {
+            image::probe_dimensions(bytes)
+                .is_ok_and(|(w, h)| u64::from(w) * u64::from(h) <= INLINE_DECODE_PIXELS)
+        });
+    if small {
         return decode_all(&images, &spec, &limits);
     }
     // Decode at most one request per core at a time. Unbounded, every open connection would get
