@@ -173,11 +173,11 @@ impl Engine {
                     info,
                     devices: config.devices.clone(),
                     admission: Arc::new(tokio::sync::Semaphore::new(
-                        config.queue_capacity + config.max_batch * worker_index,
+                        config.queue_capacity + config.max_batch * model_workers,
                     )),
                     queue,
                     status,
-                    workers: worker_index,
+                    workers: model_workers,
                 },
             );
         }
