@@ -124,7 +124,7 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
     let all = ort_backend::SessionOptions {
         intra_threads: cores,
     };
-    // With one CPU session per core or fewer cores than that there is nothing to adapt.
+    // A worker whose share is already every core has nothing to borrow.
     let cpu_adaptive = pool == CpuThreadPool::Adaptive && intra_threads < cores;
     let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device: Device, width| {
         let options = match width {

@@ -77,12 +77,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A 429 (no admission slot) or 413 is sent before the body is read. Kept alive, the connection
-/// would still have to take that body in before it could parse the next request: hyper's read
-/// buffer grows towards the body's size on every such connection, and under a storm of
-/// camera-size uploads RSS climbed by ~300 KB per open connection (107 -> 572 MiB in 60 s,
-/// docs/benchmarks.md, finding 13). Closing drops the buffer and the unread body with it; a client
-/// told to back off reconnects when it retries.
+/// A 429 for want of an admission slot, or a 413, is sent before the body is read. Kept alive,
+/// the connection would still have to take that body in before it could parse the next request:
+/// hyper's read buffer grows towards the body's size on every such connection, and under a storm
+/// of camera-size uploads RSS climbed by ~300 KB per open connection (107 -> 572 MiB in 60 s,
+/// docs/benchmarks.md, finding 13). Closing drops the buffer and the unread body with it. Every
+/// 429 closes, also the rarer one from a full queue after the body was read: a client told to
+/// back off reconnects when it retries.
 async fn close_after_refusal(mut response: Response) -> Response {
     if matches!(
         response.status(),
