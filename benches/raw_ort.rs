@@ -5,8 +5,11 @@
 //! ```text
 //! cargo bench --bench raw_ort -- --model models/rgc_fmnist.onnx [--batches 1,2,4,8,16,32]
 //!     [--seconds 4] [--min-runs 5] [--sessions 1] [--pool shared|per-session] [--intra-threads 0]
-//!     [--outputs logits|all] [--json out.json]
+//!     [--outputs logits|all] [--image model.jpg] [--json out.json]
 //! ```
+//! `--image` feeds a real encoded image, decoded with the model's own preprocessing and shown at
+//! every step (what the server runs for a still image); without it the input is a fixed
+//! pseudo-random pattern in the normalised range.
 //! `--sessions N` runs N sessions side by side, each on its own thread (the server's
 //! `--sessions-per-device`), and reports their summed throughput. `--pool` is the server's
 //! `--cpu-thread-pool`, and `--intra-threads 0` picks what the server picks for one model (the
@@ -32,6 +35,7 @@ struct Args {
     intra_threads: usize,
     pool: String,
     outputs: String,
+    image: Option<PathBuf>,
     json: Option<PathBuf>,
 }
 
@@ -45,6 +49,7 @@ fn parse_args() -> Args {
         intra_threads: 0,
         pool: "per-session".into(),
         outputs: "logits".into(),
+        image: None,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -64,6 +69,7 @@ fn parse_args() -> Args {
             "--intra-threads" => a.intra_threads = val().parse().expect("threads"),
             "--pool" => a.pool = val(),
             "--outputs" => a.outputs = val(),
+            "--image" => a.image = Some(val().into()),
             "--json" => a.json = Some(val().into()),
             // cargo bench passes --bench; ignore anything else libtest-like.
             _ => {}
@@ -116,6 +122,12 @@ fn main() {
         other => other.split(',').map(str::to_string).collect(),
     };
     let movie_len = m.time.steps * m.frame_len();
+    let image: Option<Vec<f32>> = args.image.as_ref().map(|path| {
+        let bytes = std::fs::read(path).expect("read --image");
+        let spec = convrnn_serve::api::pipeline::preprocess_spec(&info).expect("preprocessing");
+        convrnn_serve::image::preprocess(&bytes, &spec, &Default::default())
+            .expect("decode --image")
+    });
     eprintln!(
         "model {} ({}), T={}, {}x{}, sessions={}, pool={}, intra_threads={intra}, outputs={}, library {}",
         m.name,
@@ -134,10 +146,19 @@ fn main() {
     );
     let mut rows = Vec::new();
     for &batch in &args.batches {
-        // Deterministic, image-like values (normalised space, roughly [-2, 2]).
-        let frames: Vec<f32> = (0..movie_len * batch)
-            .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 1000) as f32 / 250.0 - 2.0)
-            .collect();
+        let frames: Vec<f32> = match &image {
+            // The server's input for a still image: every step shows the frame.
+            Some(frame) => frame
+                .iter()
+                .copied()
+                .cycle()
+                .take(movie_len * batch)
+                .collect(),
+            // Deterministic, image-like values (normalised space, roughly [-2, 2]).
+            None => (0..movie_len * batch)
+                .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 1000) as f32 / 250.0 - 2.0)
+                .collect(),
+        };
         // Every session runs the same loop on its own thread; latencies are pooled, throughput
         // is the sum over sessions.
         let per_session: Vec<Vec<f64>> = std::thread::scope(|scope| {
@@ -195,12 +216,15 @@ fn main() {
     }
     if let Some(path) = args.json {
         let json = format!(
-            "{{\"model\":\"{}\",\"path\":\"{}\",\"sessions\":{},\"pool\":\"{}\",\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"rows\":[{}]}}\n",
+            "{{\"model\":\"{}\",\"path\":\"{}\",\"sessions\":{},\"pool\":\"{}\",\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"input\":\"{}\",\"rows\":[{}]}}\n",
             m.name,
             args.model.display(),
             args.sessions,
             args.pool,
             args.outputs,
+            args.image
+                .as_ref()
+                .map_or("pattern".to_string(), |p| p.display().to_string()),
             rows.join(",")
         );
         std::fs::write(&path, json).expect("write json");
