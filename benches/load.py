@@ -9,6 +9,16 @@ and its children) during each run, and appends one JSON line per run to --out.
         --concurrency 1,8,32,128 --cases classify:model.jpg,classify:model.png,...
     python benches/load.py python --model models/rgc_fmnist.onnx --out r.jsonl --concurrency 32
     python benches/load.py overload --model ... --connections 2048 --seconds 120 --queue-capacity 64
+    python benches/load.py paired --against raw --raw-dir bench-results/<run> --model ... \
+        --concurrency 128 --rounds 6 --seconds 8
+    python benches/load.py paired --against python --model ... --concurrency 32 --rounds 6
+
+`paired` measures one target's two sides in alternating slices (A B B A A B ...) instead of one
+after the other: these shared machines drift by 10-20% within minutes, more than the margins
+being judged. `--against raw` alternates wrk against our server with `benches/raw_ort.rs` at
+the best batch size and layout found in --raw-dir (the run's raw part), with the same real image
+as input; `--against python` alternates wrk against our server and the Python reference server,
+both up for the whole run. Each round's ratio, and their median, go into one record.
 
 Cases are `ENDPOINT:IMAGE` with ENDPOINT one of classify, npz (activations, all layers x all
 steps, Accept: application/x-npz), json (the same activations as JSON), and IMAGE one of
@@ -17,6 +27,7 @@ model.jpg, model.png, camera.jpg, camera.png (files from benches/make_images.py)
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -178,7 +189,7 @@ def emit(out: str, rec: dict):
     with open(out, "a") as f:
         f.write(json.dumps(rec) + "\n")
     keys = ("server", "model", "case", "conns", "ok_rps", "lat_p50_ms", "lat_p99_ms", "non2xx",
-            "rss_max_mib")
+            "rss_max_mib", "median_ratio")
     print("  ".join(f"{k}={rec.get(k)}" for k in keys), flush=True)
 
 
@@ -204,7 +215,7 @@ def matrix(args, server: str, base: str, pid: int, meta: dict, extra: dict):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("server", choices=["rust", "python", "overload"])
+    ap.add_argument("server", choices=["rust", "python", "overload", "paired"])
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--images", default=os.path.join(ROOT, "bench-results", "images"))
@@ -229,6 +240,10 @@ def main():
     # overload
     ap.add_argument("--connections", type=int, default=2048)
     ap.add_argument("--overload-case", default="classify:camera.jpg")
+    # paired
+    ap.add_argument("--against", choices=["raw", "python"], default="raw")
+    ap.add_argument("--raw-dir", help="folder with the raw part's raw-<model>-logits-*.json")
+    ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
 
     meta = model_meta(args.model)
@@ -237,16 +252,10 @@ def main():
     base = f"http://127.0.0.1:{args.port}"
     log = os.path.join(os.path.dirname(os.path.abspath(args.out)),
                        f"server-{args.server}-{meta['name']}-{args.port}.log")
+    if args.server == "paired":
+        return paired(args, meta, base, log)
     if args.server in ("rust", "overload"):
-        flags = ["--max-batch-size", str(args.max_batch_size),
-                 "--max-queue-delay-ms", str(args.max_queue_delay_ms),
-                 "--sessions-per-device", str(args.sessions_per_device),
-                 "--intra-threads", str(args.intra_threads),
-                 "--cpu-thread-pool", args.cpu_thread_pool,
-                 "--queue-capacity", str(args.queue_capacity),
-                 "--request-timeout-ms", str(args.request_timeout_ms),
-                 *args.extra_flags.split()]
-        proc, cmd, mdir = start_rust(args.model, args.port, flags, log)
+        proc, cmd, mdir = start_rust(args.model, args.port, rust_flags(args), log)
         extra = {"server_cmd": " ".join(cmd[1:]).replace(mdir, "<dir with the model>"),
                  "tag": args.tag}
     else:
@@ -265,6 +274,105 @@ def main():
         stop(proc)
         if mdir:
             shutil.rmtree(mdir, ignore_errors=True)
+
+
+def rust_flags(args) -> list[str]:
+    return ["--max-batch-size", str(args.max_batch_size),
+            "--max-queue-delay-ms", str(args.max_queue_delay_ms),
+            "--sessions-per-device", str(args.sessions_per_device),
+            "--intra-threads", str(args.intra_threads),
+            "--cpu-thread-pool", args.cpu_thread_pool,
+            "--queue-capacity", str(args.queue_capacity),
+            "--request-timeout-ms", str(args.request_timeout_ms),
+            *args.extra_flags.split()]
+
+
+def raw_best(raw_dir: str, model: str) -> dict:
+    """The ceiling the targets use: the best logits-only row over every layout measured."""
+    best = None
+    for p in glob.glob(os.path.join(raw_dir, f"raw-{model}-logits-*.json")):
+        r = json.load(open(p))
+        for row in r["rows"]:
+            if best is None or row["images_per_s"] > best["images_per_s"]:
+                best = dict(row, sessions=r["sessions"], pool=r["pool"])
+    if best is None:
+        raise RuntimeError(f"no raw-{model}-logits-*.json in {raw_dir}: run the raw part first")
+    return best
+
+
+def run_raw(model: str, best: dict, image: str, seconds: float) -> float:
+    out = tempfile.mktemp(suffix=".json")
+    cmd = ["cargo", "bench", "--quiet", "--bench", "raw_ort", "--", "--model", model,
+           "--batches", str(best["batch"]), "--seconds", str(seconds), "--min-runs", "3",
+           "--sessions", str(best["sessions"]), "--pool", best["pool"], "--outputs", "logits",
+           "--image", image, "--json", out]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    r = json.load(open(out))
+    os.unlink(out)
+    return r["rows"][0]["images_per_s"]
+
+
+def paired(args, meta: dict, base: str, log: str):
+    """Our server against raw ORT or the Python server, in alternating slices (see the top)."""
+    endpoint, img = args.cases.split(",")[0].split(":")
+    suffix, query, accept = ENDPOINTS[endpoint]
+    url = f"{base}/v1/models/{meta['name']}/{suffix}{query}"
+    body, ctype = image_file(args.images, img, meta["input"]["height"])
+    conns = int(args.concurrency.split(",")[0])
+    proc, cmd, mdir = start_rust(args.model, args.port, rust_flags(args), log)
+    procs = [proc]
+    rec = {"server": "paired", "against": args.against, "model": meta["name"],
+           "case": f"{endpoint}:{img}", "conns": conns, "seconds": args.seconds,
+           "server_cmd": " ".join(cmd[1:]).replace(mdir, "<dir with the model>"), "tag": args.tag}
+    try:
+        wait_ready(f"{base}/health/ready", proc)
+        post_once(url, body, ctype, accept)
+        if args.against == "raw":
+            best = raw_best(args.raw_dir, meta["name"])
+            rec["raw"] = best
+
+            def other() -> dict:
+                return {"ok_rps": run_raw(args.model, best, body, args.seconds)}
+        else:
+            py_port = free_port()
+            py_base = f"http://127.0.0.1:{py_port}"
+            py_log = log.replace("server-paired", "server-paired-python")
+            py, py_cmd = start_python(args.model, py_port, args.workers, args.py_intra_threads,
+                                      py_log)
+            procs.append(py)
+            wait_ready(f"{py_base}/health/ready", py)
+            py_url = f"{py_base}/v1/models/{meta['name']}/{suffix}{query}"
+            post_once(py_url, body, ctype, accept)
+            rec["python_cmd"] = (f"REF_MODEL={args.model} REF_INTRA_THREADS={args.py_intra_threads} "
+                                 + " ".join(py_cmd[2:]))
+
+            def other() -> dict:
+                return run_wrk(py_url, body, ctype, accept, conns, args.seconds, args.wrk_timeout)
+
+        def ours() -> dict:
+            return run_wrk(url, body, ctype, accept, conns, args.seconds, args.wrk_timeout)
+
+        rounds = []
+        for i in range(args.rounds):
+            # A B, then B A: a steady drift within the pair cancels over two rounds.
+            order = [("ours", ours), ("other", other)] if i % 2 == 0 else [("other", other), ("ours", ours)]
+            res = {name: fn() for name, fn in order}
+            o, t = res["ours"], res["other"]
+            rounds.append({"ours_rps": o["ok_rps"], "ours_p99_ms": o.get("lat_p99_ms"),
+                           "ours_non2xx": o.get("non2xx"), "other_rps": t["ok_rps"],
+                           "other_p99_ms": t.get("lat_p99_ms"), "other_non2xx": t.get("non2xx"),
+                           "ratio": o["ok_rps"] / t["ok_rps"] if t["ok_rps"] else None})
+            print(f"  round {i + 1}: ours {o['ok_rps']:.1f} vs {args.against} {t['ok_rps']:.1f} "
+                  f"= {rounds[-1]['ratio']:.3f}x", flush=True)
+        ratios = sorted(r["ratio"] for r in rounds if r["ratio"] is not None)
+        rec["rounds"] = rounds
+        rec["median_ratio"] = ratios[len(ratios) // 2] if len(ratios) % 2 else \
+            (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+        emit(args.out, rec)
+    finally:
+        for p in procs:
+            stop(p)
+        shutil.rmtree(mdir, ignore_errors=True)
 
 
 def overload(args, base: str, pid: int, meta: dict, extra: dict):

@@ -103,6 +103,15 @@ def targets_section(raw, loads, pre, out):
                     f"{sat['ok_rps']:.1f} img/s (c={sat['conns']}) vs raw {best['images_per_s']:.1f} img/s "
                     f"(batch {best['batch']}, {best['sessions']} session(s), {best['pool']} pool) = "
                     f"**{ratio:.2f}x** | {ok(ratio >= TARGETS['throughput_vs_raw'])} |")
+        for pr in pick(loads, server="paired", model=m, against="raw", tag=""):
+            b, rs = pr["raw"], pr["rounds"]
+            lo, hi = min(x["ratio"] for x in rs), max(x["ratio"] for x in rs)
+            out.append(
+                f"| 1 | saturated HTTP >= {TARGETS['throughput_vs_raw']:.2f}x raw ORT best batch, "
+                f"**paired** | {m} | {len(rs)} alternating {pr['seconds']:.0f} s slices at c={pr['conns']} "
+                f"against raw batch {b['batch']} ({b['sessions']} session(s), {b['pool']} pool, same image): "
+                f"median **{pr['median_ratio']:.2f}x** (rounds {lo:.2f}-{hi:.2f}x) | "
+                f"{ok(pr['median_ratio'] >= TARGETS['throughput_vs_raw'])} |")
         cls = pick(loads, server="rust", model=m, case="classify:model.jpg", tag="")
         for tag in tags:
             c1 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1, tag=tag)
@@ -130,6 +139,17 @@ def targets_section(raw, loads, pre, out):
                 f"{rs32['ok_rps']:.1f} vs {py32['ok_rps']:.1f} req/s = **{ratio:.2f}x**; p99 "
                 f"{rs32['lat_p99_ms']:.0f} vs {py32['lat_p99_ms']:.0f} ms | "
                 f"{ok(ratio >= want and rs32['lat_p99_ms'] < py32['lat_p99_ms']) if ratio != float('inf') else '**not determined**: Python finished none of its requests within the run (it runs all 32 at once)'} |")
+        for pr in pick(loads, server="paired", model=m, against="python", tag=""):
+            rs = pr["rounds"]
+            want = TARGETS["vs_python"].get(m, 1.2)
+            lo, hi = min(x["ratio"] for x in rs), max(x["ratio"] for x in rs)
+            p99_ours = sorted(x["ours_p99_ms"] for x in rs)[len(rs) // 2]
+            p99_py = sorted(x["other_p99_ms"] for x in rs)[len(rs) // 2]
+            out.append(
+                f"| 3 | vs Python at c={pr['conns']}: >= {want}x throughput, lower p99, **paired** | {m} | "
+                f"{len(rs)} alternating {pr['seconds']:.0f} s slices: median **{pr['median_ratio']:.2f}x** "
+                f"(rounds {lo:.2f}-{hi:.2f}x); median p99 {p99_ours:.0f} vs {p99_py:.0f} ms | "
+                f"{ok(pr['median_ratio'] >= want and p99_ours < p99_py)} |")
         npz = pick(loads, server="rust", model=m, case="npz:model.jpg", tag="")
         if npz and cls:
             worst = None
@@ -203,7 +223,7 @@ def load_section(loads, out):
                "| non-2xx | max RSS MiB |")
     out.append("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     tagged = lambda r: f"{r['server']} ({r['tag']})" if r.get("tag") else r["server"]  # noqa: E731
-    for r in sorted([x for x in loads if x["server"] != "overload"],
+    for r in sorted([x for x in loads if x["server"] not in ("overload", "paired")],
                     key=lambda x: (x["model"] != "rgc_fmnist", x["server"], x.get("tag", ""),
                                    x["endpoint"], x["image"], x["conns"])):
         out.append(f"| {tagged(r)} | {r['model']} | {r['endpoint']} | {r['image']} | {r['body_bytes']} "
@@ -212,11 +232,38 @@ def load_section(loads, out):
     out.append("")
     cmds = {}
     for r in loads:
+        if r["server"] == "paired":
+            continue
         cmds.setdefault((tagged(r), r["model"], r.get("server_cmd", "")), 1)
     out.append("Server command lines:\n")
     out.append("```")
     for (s, m, c) in sorted(cmds):
         out.append(f"# {s} / {m}\n{c}")
+    out.append("```\n")
+
+
+def paired_section(loads, out):
+    prs = pick(loads, server="paired")
+    if not prs:
+        return
+    out.append("### Paired measurements (alternating slices, `load.py paired`)\n")
+    out.append("Each round runs both sides back to back, in the order A B, then B A, so that the "
+               "machine's drift over minutes falls on both alike.\n")
+    out.append("| model | against | c | round | ours req/s | theirs req/s | ratio | ours p99 ms | theirs p99 ms |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for pr in prs:
+        theirs = (f"raw b{pr['raw']['batch']} x{pr['raw']['sessions']} {pr['raw']['pool']}"
+                  if pr["against"] == "raw" else "python")
+        for i, r in enumerate(pr["rounds"], 1):
+            out.append(f"| {pr['model']} | {theirs} | {pr['conns']} | {i} | {r['ours_rps']:.1f} | "
+                       f"{r['other_rps']:.1f} | {r['ratio']:.3f} | {fmt(r['ours_p99_ms'])} | "
+                       f"{fmt(r['other_p99_ms'])} |")
+    out.append("")
+    out.append("```")
+    for pr in prs:
+        out.append(f"# paired / {pr['model']} / against {pr['against']}\n{pr['server_cmd']}")
+        if pr.get("python_cmd"):
+            out.append(pr["python_cmd"])
     out.append("```\n")
 
 
@@ -341,6 +388,7 @@ def main():
     out.append(f"![throughput and latency]({os.path.relpath(a.plot, os.path.dirname(a.doc))})\n")
     raw_section(raw, out)
     load_section(loads, out)
+    paired_section(loads, out)
     overload_section(loads, out)
     preprocess_section(pre, out)
     out.append(END)
