@@ -48,6 +48,7 @@ use std::str::FromStr;
 
 use fast_image_resize as fr;
 // `::image` (the crate) rather than `image`, since this module is itself called `image`.
+use ::image::metadata::Orientation;
 use ::image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 /// Which resampling filter [`preprocess`] uses, and why (kept as a constant so the server can
@@ -221,11 +222,9 @@ impl ImageError {
 /// used to size `image::Limits::max_alloc` from the pixel limit.
 const MAX_BYTES_PER_PIXEL: u64 = 8;
 
-/// Open a decoder over `bytes`, reading the header only.
-fn open_decoder<'a>(
-    bytes: &'a [u8],
-    limits: &Limits,
-) -> Result<(ImageFormat, impl ImageDecoder + 'a), ImageError> {
+/// The checks every encoded image passes before any decoder sees it: size, a supported format
+/// (from the magic bytes), and for JPEG an end-of-image marker.
+fn check_encoded(bytes: &[u8], limits: &Limits) -> Result<ImageFormat, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
@@ -252,6 +251,15 @@ fn open_decoder<'a>(
             "JPEG is truncated (no end-of-image marker after the last scan)".to_string(),
         ));
     }
+    Ok(format)
+}
+
+/// Open a decoder over `bytes`, reading the header only.
+fn open_decoder<'a>(
+    bytes: &'a [u8],
+    limits: &Limits,
+) -> Result<(ImageFormat, impl ImageDecoder + 'a), ImageError> {
+    let format = check_encoded(bytes, limits)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     // Second guard: even if a decoder allocates more than width*height suggests (or a header
     // lies), no single allocation may exceed what the largest allowed image would need.
@@ -306,8 +314,49 @@ pub fn probe_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
         max_pixels: u64::MAX / MAX_BYTES_PER_PIXEL,
         ..Limits::default()
     };
+    if check_encoded(bytes, &limits)? == ImageFormat::Jpeg {
+        if let Some(dims) = jpeg_frame_size(bytes) {
+            return Ok(dims);
+        }
+    }
     let (_, decoder) = open_decoder(bytes, &limits)?;
     Ok(decoder.dimensions())
+}
+
+/// Width and height from a JPEG's frame header (SOFn), walking the marker segments without
+/// decoding anything; `None` if the walk reaches a scan or the end first (the caller then asks a
+/// real decoder). Opening a decoder would build the Huffman tables just to read two numbers.
+fn jpeg_frame_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mut i = 2; // after SOI (FF D8)
+    loop {
+        // Markers may be preceded by any number of FF fill bytes.
+        while *bytes.get(i)? == 0xFF && *bytes.get(i + 1)? == 0xFF {
+            i += 1;
+        }
+        if *bytes.get(i)? != 0xFF {
+            return None;
+        }
+        let marker = *bytes.get(i + 1)?;
+        match marker {
+            // Standalone markers: no length field.
+            0x01 | 0xD0..=0xD7 => i += 2,
+            // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                let seg = bytes.get(i + 4..i + 9)?; // precision, height, width
+                let h = u32::from(u16::from_be_bytes([seg[1], seg[2]]));
+                let w = u32::from(u16::from_be_bytes([seg[3], seg[4]]));
+                return Some((w, h));
+            }
+            0xDA | 0xD9 => return None,
+            _ => {
+                let len = usize::from(u16::from_be_bytes([*bytes.get(i + 2)?, *bytes.get(i + 3)?]));
+                if len < 2 {
+                    return None;
+                }
+                i += 2 + len;
+            }
+        }
+    }
 }
 
 /// Decode an encoded image (JPEG/PNG/WebP/BMP/TIFF, format guessed from magic bytes), honour
@@ -319,15 +368,7 @@ pub fn probe_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
 /// bad input: every failure is an [`ImageError`].
 pub fn preprocess(bytes: &[u8], p: &Preprocess, limits: &Limits) -> Result<Vec<f32>, ImageError> {
     p.validate()?;
-    let (_format, mut decoder) = open_decoder(bytes, limits)?;
-    let (w, h) = decoder.dimensions();
-    check_pixels(w, h, limits)?;
-    // A broken EXIF block is not worth rejecting a photo for: fall back to "as stored".
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(::image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(ImageError::from_image)?;
-    img.apply_orientation(orientation);
+    let img = decode(bytes, limits)?;
 
     let bg = background(p);
     // Gray stays one channel through the resize (a third of the work) and is replicated when
@@ -361,6 +402,67 @@ pub fn preprocess(bytes: &[u8], p: &Preprocess, limits: &Limits) -> Result<Vec<f
 
     let resized = resize(&pixels, src_w, src_h, gray, p)?;
     Ok(normalise(&resized, gray, p))
+}
+
+/// Decode and orient: the pixels as the viewer sees them.
+fn decode(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, ImageError> {
+    if check_encoded(bytes, limits)? == ImageFormat::Jpeg {
+        return decode_jpeg(bytes, limits);
+    }
+    let (_format, mut decoder) = open_decoder(bytes, limits)?;
+    let (w, h) = decoder.dimensions();
+    check_pixels(w, h, limits)?;
+    // A broken EXIF block is not worth rejecting a photo for: fall back to "as stored".
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(ImageError::from_image)?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// JPEG through zune-jpeg directly, the decoder `image` wraps. The wrapper parses the headers
+/// and builds the Huffman tables three times per image (to open, for EXIF, to decode), which
+/// was the largest item of the HTTP threads' profile on model-sized images (docs/benchmarks.md,
+/// finding 15); here they are parsed once. Output is the same: gray stays one channel,
+/// everything else (YCbCr, CMYK, YCCK) becomes RGB, as `image` does.
+fn decode_jpeg(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, ImageError> {
+    use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    let jpeg_err = |e: zune_jpeg::errors::DecodeErrors| match e {
+        zune_jpeg::errors::DecodeErrors::Unsupported(u) => {
+            ImageError::UnsupportedFormat(format!("JPEG: {u:?}"))
+        }
+        other => ImageError::Corrupt(format!("JPEG: {other}")),
+    };
+    // Sizes are limited by `check_pixels` below, from the header, in one place for all formats.
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(jpeg_err)?;
+    let (w, h) = decoder
+        .dimensions()
+        .ok_or_else(|| ImageError::Corrupt("JPEG: no frame header".to_string()))?;
+    let (w, h) = (w as u32, h as u32);
+    check_pixels(w, h, limits)?;
+    let orientation = decoder
+        .exif()
+        .and_then(|exif| Orientation::from_exif_chunk(exif))
+        .unwrap_or(Orientation::NoTransforms);
+    let gray = decoder.input_colorspace() == Some(ColorSpace::Luma);
+    if gray {
+        // RGB (the default) was set when the headers were read; a one-component image can be
+        // written out as one channel, which the resize then handles at a third of the cost.
+        decoder.set_options(options.jpeg_set_out_colorspace(ColorSpace::Luma));
+    }
+    let pixels = decoder.decode().map_err(jpeg_err)?;
+    let size_error = || ImageError::Corrupt("JPEG: decoded size does not match the header".into());
+    let mut img = if gray {
+        DynamicImage::ImageLuma8(::image::GrayImage::from_raw(w, h, pixels).ok_or_else(size_error)?)
+    } else {
+        DynamicImage::ImageRgb8(::image::RgbImage::from_raw(w, h, pixels).ok_or_else(size_error)?)
+    };
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// The compositing background: the model's mean colour in 8-bit, so transparent pixels
@@ -926,5 +1028,63 @@ mod tests {
                 let _ = preprocess(&bad, &p, &limits());
             }
         }
+    }
+
+    /// The direct zune-jpeg path gives exactly what `image`'s JPEG decoder (the same decoder,
+    /// wrapped) gives: pixels, channel count and EXIF orientation.
+    #[test]
+    fn direct_jpeg_decode_matches_the_image_crate() {
+        let rgb = DynamicImage::ImageRgb8(gradient(37, 23));
+        let gray = DynamicImage::ImageLuma8(ImageBuffer::from_fn(31, 17, |x, y| {
+            Luma([(x * 7 + y * 3) as u8])
+        }));
+        let mut cases = vec![
+            encode(&rgb, ImageFormat::Jpeg),
+            encode(&gray, ImageFormat::Jpeg),
+        ];
+        for orientation in [3, 6, 8] {
+            cases.push(with_exif_orientation(&cases[0], orientation));
+            cases.push(with_exif_orientation(&cases[1], orientation));
+        }
+        for bytes in &cases {
+            let ours = decode_jpeg(bytes, &limits()).expect("direct");
+            let mut decoder = ::image::codecs::jpeg::JpegDecoder::new(Cursor::new(bytes)).unwrap();
+            let orientation = decoder.orientation().unwrap();
+            let mut theirs = DynamicImage::from_decoder(decoder).unwrap();
+            theirs.apply_orientation(orientation);
+            assert_eq!(ours.color(), theirs.color());
+            assert_eq!(
+                (ours.width(), ours.height()),
+                (theirs.width(), theirs.height())
+            );
+            assert_eq!(ours.as_bytes(), theirs.as_bytes());
+        }
+    }
+
+    #[test]
+    fn jpeg_frame_size_reads_the_header_or_gives_up() {
+        let bytes = encode(
+            &DynamicImage::ImageRgb8(gradient(300, 7)),
+            ImageFormat::Jpeg,
+        );
+        assert_eq!(jpeg_frame_size(&bytes), Some((300, 7)));
+        assert_eq!(probe_dimensions(&bytes).unwrap(), (300, 7));
+        // Fill bytes before a marker are allowed.
+        let mut filled = bytes[..2].to_vec();
+        filled.extend_from_slice(&[0xFF, 0xFF, 0xFF]);
+        filled.extend_from_slice(&bytes[2..]);
+        assert_eq!(jpeg_frame_size(&filled), Some((300, 7)));
+        // Cut anywhere before the frame header: no answer, and no panic.
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        for end in 0..sof + 9 {
+            assert_eq!(jpeg_frame_size(&bytes[..end]), None, "cut at {end}");
+        }
+        // A scan before any frame header: give up, the decoder decides.
+        assert_eq!(jpeg_frame_size(&[0xFF, 0xD8, 0xFF, 0xDA, 0, 2]), None);
+        // A zero-length segment cannot loop forever.
+        assert_eq!(
+            jpeg_frame_size(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0, 0xFF, 0xC0]),
+            None
+        );
     }
 }
