@@ -110,7 +110,7 @@ def targets_section(raw, loads, pre, out):
                 f"| 1 | saturated HTTP >= {TARGETS['throughput_vs_raw']:.2f}x raw ORT best batch, "
                 f"**paired** | {m} | {len(rs)} alternating {pr['seconds']:.0f} s slices at c={pr['conns']} "
                 f"against raw batch {b['batch']} ({b['sessions']} session(s), {b['pool']} pool, same image): "
-                f"median **{pr['median_ratio']:.2f}x** (rounds {lo:.2f}-{hi:.2f}x) | "
+                f"median **{pr['median_ratio']:.3f}x** (rounds {lo:.2f}-{hi:.2f}x) | "
                 f"{ok(pr['median_ratio'] >= TARGETS['throughput_vs_raw'])} |")
         cls = pick(loads, server="rust", model=m, case="classify:model.jpg", tag="")
         for tag in tags:
