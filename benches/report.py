@@ -63,6 +63,11 @@ def ok(b):
     return "**met**" if b else "**missed**"
 
 
+def rate(x):
+    """A throughput with three significant figures (0.716 img/s, 617 img/s)."""
+    return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+
+
 def fmt(x, nd=1):
     return "-" if x is None else f"{x:.{nd}f}"
 
@@ -100,7 +105,7 @@ def targets_section(raw, loads, pre, out):
                 label = f"{m} ({tag})" if tag else m
                 out.append(
                     f"| 1 | saturated HTTP >= {TARGETS['throughput_vs_raw']:.2f}x raw ORT best batch | {label} | "
-                    f"{sat['ok_rps']:.1f} img/s (c={sat['conns']}) vs raw {best['images_per_s']:.1f} img/s "
+                    f"{rate(sat['ok_rps'])} img/s (c={sat['conns']}) vs raw {rate(best['images_per_s'])} img/s "
                     f"(batch {best['batch']}, {best['sessions']} session(s), {best['pool']} pool) = "
                     f"**{ratio:.2f}x** | {ok(ratio >= TARGETS['throughput_vs_raw'])} |")
         for pr in pick(loads, server="paired", model=m, against="raw", tag=""):
@@ -136,7 +141,7 @@ def targets_section(raw, loads, pre, out):
                 py32 = dict(py32, lat_p99_ms=float("inf"))  # nothing finished within the run
             out.append(
                 f"| 3 | vs Python at c=32: >= {want}x throughput, lower p99 | {label} | "
-                f"{rs32['ok_rps']:.1f} vs {py32['ok_rps']:.1f} req/s = **{ratio:.2f}x**; p99 "
+                f"{rate(rs32['ok_rps'])} vs {rate(py32['ok_rps'])} req/s = **{ratio:.2f}x**; p99 "
                 f"{rs32['lat_p99_ms']:.0f} vs {py32['lat_p99_ms']:.0f} ms | "
                 f"{ok(ratio >= want and rs32['lat_p99_ms'] < py32['lat_p99_ms']) if ratio != float('inf') else '**not determined**: Python finished none of its requests within the run (it runs all 32 at once)'} |")
         for pr in pick(loads, server="paired", model=m, against="python", tag=""):
@@ -213,7 +218,7 @@ def raw_section(raw, out):
         out.append("|---:|---:|---:|---:|---:|---:|")
         for x in r["rows"]:
             out.append(f"| {x['batch']} | {x['runs']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | "
-                       f"{x['mean_ms']:.2f} | {x['images_per_s']:.1f} |")
+                       f"{x['mean_ms']:.2f} | {rate(x['images_per_s'])} |")
         out.append("")
 
 
@@ -227,7 +232,7 @@ def load_section(loads, out):
                     key=lambda x: (x["model"] != "rgc_fmnist", x["server"], x.get("tag", ""),
                                    x["endpoint"], x["image"], x["conns"])):
         out.append(f"| {tagged(r)} | {r['model']} | {r['endpoint']} | {r['image']} | {r['body_bytes']} "
-                   f"| {r['conns']} | {r['ok_rps']:.1f} | {r['lat_p50_ms']:.1f} | {r['lat_p90_ms']:.1f} "
+                   f"| {r['conns']} | {rate(r['ok_rps'])} | {r['lat_p50_ms']:.1f} | {r['lat_p90_ms']:.1f} "
                    f"| {r['lat_p99_ms']:.1f} | {r['non2xx']} | {r['rss_max_mib']:.0f} |")
     out.append("")
     cmds = {}
