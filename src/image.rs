@@ -254,12 +254,13 @@ fn check_encoded(bytes: &[u8], limits: &Limits) -> Result<ImageFormat, ImageErro
     Ok(format)
 }
 
-/// Open a decoder over `bytes`, reading the header only.
+/// Open a decoder over `bytes` (already through [`check_encoded`], which gave `format`),
+/// reading the header only.
 fn open_decoder<'a>(
     bytes: &'a [u8],
+    format: ImageFormat,
     limits: &Limits,
-) -> Result<(ImageFormat, impl ImageDecoder + 'a), ImageError> {
-    let format = check_encoded(bytes, limits)?;
+) -> Result<impl ImageDecoder + 'a, ImageError> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     // Second guard: even if a decoder allocates more than width*height suggests (or a header
     // lies), no single allocation may exceed what the largest allowed image would need.
@@ -271,8 +272,7 @@ fn open_decoder<'a>(
             .max(1 << 20),
     );
     reader.limits(il);
-    let decoder = reader.into_decoder().map_err(ImageError::from_image)?;
-    Ok((format, decoder))
+    reader.into_decoder().map_err(ImageError::from_image)
 }
 
 fn check_pixels(width: u32, height: u32, limits: &Limits) -> Result<(), ImageError> {
@@ -314,13 +314,13 @@ pub fn probe_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
         max_pixels: u64::MAX / MAX_BYTES_PER_PIXEL,
         ..Limits::default()
     };
-    if check_encoded(bytes, &limits)? == ImageFormat::Jpeg {
+    let format = check_encoded(bytes, &limits)?;
+    if format == ImageFormat::Jpeg {
         if let Some(dims) = jpeg_frame_size(bytes) {
             return Ok(dims);
         }
     }
-    let (_, decoder) = open_decoder(bytes, &limits)?;
-    Ok(decoder.dimensions())
+    Ok(open_decoder(bytes, format, &limits)?.dimensions())
 }
 
 /// Width and height from a JPEG's frame header (SOFn), walking the marker segments without
@@ -406,10 +406,11 @@ pub fn preprocess(bytes: &[u8], p: &Preprocess, limits: &Limits) -> Result<Vec<f
 
 /// Decode and orient: the pixels as the viewer sees them.
 fn decode(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, ImageError> {
-    if check_encoded(bytes, limits)? == ImageFormat::Jpeg {
+    let format = check_encoded(bytes, limits)?;
+    if format == ImageFormat::Jpeg {
         return decode_jpeg(bytes, limits);
     }
-    let (_format, mut decoder) = open_decoder(bytes, limits)?;
+    let mut decoder = open_decoder(bytes, format, limits)?;
     let (w, h) = decoder.dimensions();
     check_pixels(w, h, limits)?;
     // A broken EXIF block is not worth rejecting a photo for: fall back to "as stored".
@@ -422,8 +423,9 @@ fn decode(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, ImageError> {
 /// JPEG through zune-jpeg directly, the decoder `image` wraps. The wrapper parses the headers
 /// and builds the Huffman tables three times per image (to open, for EXIF, to decode), which
 /// was the largest item of the HTTP threads' profile on model-sized images (docs/benchmarks.md,
-/// finding 15); here they are parsed once. Output is the same: gray stays one channel,
-/// everything else (YCbCr, CMYK, YCCK) becomes RGB, as `image` does.
+/// finding 15); here they are parsed once. Output is the same for every JPEG `image` decodes to
+/// gray or RGB (one-component stays gray; YCbCr, CMYK and YCCK become RGB); the exotic
+/// four-component RGBA colour space, which `image` would keep as RGBA, becomes RGB here.
 fn decode_jpeg(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, ImageError> {
     use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
     let jpeg_err = |e: zune_jpeg::errors::DecodeErrors| match e {
