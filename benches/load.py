@@ -301,7 +301,8 @@ def raw_best(raw_dir: str, model: str) -> dict:
 
 
 def run_raw(model: str, best: dict, image: str, seconds: float) -> float:
-    out = tempfile.mktemp(suffix=".json")
+    fd, out = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
     cmd = ["cargo", "bench", "--quiet", "--bench", "raw_ort", "--", "--model", model,
            "--batches", str(best["batch"]), "--seconds", str(seconds), "--min-runs", "3",
            "--sessions", str(best["sessions"]), "--pool", best["pool"], "--outputs", "logits",
