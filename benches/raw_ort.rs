@@ -7,9 +7,9 @@
 //!     [--seconds 4] [--min-runs 5] [--sessions 1] [--pool shared|per-session] [--intra-threads 0]
 //!     [--outputs logits|all] [--image model.jpg] [--json out.json]
 //! ```
-//! `--image` feeds a real encoded image, decoded with the model's own preprocessing and shown at
-//! every step (what the server runs for a still image); without it the input is a fixed
-//! pseudo-random pattern in the normalised range.
+//! `--image` feeds a real encoded image, decoded with the model's own preprocessing and shown with
+//! the default presentation (the model's `image_on_steps`, then blank), built by the server's own
+//! code; without it the input is a fixed pseudo-random pattern in the normalised range.
 //! `--sessions N` runs N sessions side by side, each on its own thread (the server's
 //! `--sessions-per-device`), and reports their summed throughput. `--pool` is the server's
 //! `--cpu-thread-pool`, and `--intra-threads 0` picks what the server picks for one model (the
@@ -18,6 +18,7 @@
 //! run time.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use convrnn_serve::backend::ort::{
@@ -25,6 +26,7 @@ use convrnn_serve::backend::ort::{
 };
 use convrnn_serve::backend::{Backend, Device};
 use convrnn_serve::config::CpuThreadPool;
+use convrnn_serve::presentation::Presentation;
 
 struct Args {
     model: PathBuf,
@@ -122,11 +124,18 @@ fn main() {
         other => other.split(',').map(str::to_string).collect(),
     };
     let movie_len = m.time.steps * m.frame_len();
-    let image: Option<Vec<f32>> = args.image.as_ref().map(|path| {
+    // The movie the server builds for one still image with the default presentation.
+    let movie: Option<Vec<f32>> = args.image.as_ref().map(|path| {
         let bytes = std::fs::read(path).expect("read --image");
         let spec = convrnn_serve::api::pipeline::preprocess_spec(&info).expect("preprocessing");
-        convrnn_serve::image::preprocess(&bytes, &spec, &Default::default())
-            .expect("decode --image")
+        let frame = convrnn_serve::image::preprocess(&bytes, &spec, &Default::default())
+            .expect("decode --image");
+        let stimuli = Presentation::Default
+            .stimuli(vec![Arc::new(frame)], None, &m.time)
+            .expect("default presentation");
+        let mut movie = vec![0f32; movie_len];
+        stimuli[0].write_movie(&mut movie, m.frame_len(), m.time.blank_value);
+        movie
     });
     eprintln!(
         "model {} ({}), T={}, {}x{}, sessions={}, pool={}, intra_threads={intra}, outputs={}, library {}",
@@ -146,14 +155,8 @@ fn main() {
     );
     let mut rows = Vec::new();
     for &batch in &args.batches {
-        let frames: Vec<f32> = match &image {
-            // The server's input for a still image: every step shows the frame.
-            Some(frame) => frame
-                .iter()
-                .copied()
-                .cycle()
-                .take(movie_len * batch)
-                .collect(),
+        let frames: Vec<f32> = match &movie {
+            Some(movie) => movie.repeat(batch),
             // Deterministic, image-like values (normalised space, roughly [-2, 2]).
             None => (0..movie_len * batch)
                 .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 1000) as f32 / 250.0 - 2.0)
