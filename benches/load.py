@@ -27,17 +27,19 @@ model.jpg, model.png, camera.jpg, camera.png (files from benches/make_images.py)
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+
+import report  # benches/report.py: the raw ceiling, defined once for the bench and the report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "convrnn-serve")
@@ -287,19 +289,6 @@ def rust_flags(args) -> list[str]:
             *args.extra_flags.split()]
 
 
-def raw_best(raw_dir: str, model: str) -> dict:
-    """The ceiling the targets use: the best logits-only row over every layout measured."""
-    best = None
-    for p in glob.glob(os.path.join(raw_dir, f"raw-{model}-logits-*.json")):
-        r = json.load(open(p))
-        for row in r["rows"]:
-            if best is None or row["images_per_s"] > best["images_per_s"]:
-                best = dict(row, sessions=r["sessions"], pool=r["pool"])
-    if best is None:
-        raise RuntimeError(f"no raw-{model}-logits-*.json in {raw_dir}: run the raw part first")
-    return best
-
-
 def run_raw(model: str, best: dict, image: str, seconds: float) -> float:
     fd, out = tempfile.mkstemp(suffix=".json")
     os.close(fd)
@@ -329,7 +318,11 @@ def paired(args, meta: dict, base: str, log: str):
         wait_ready(f"{base}/health/ready", proc)
         post_once(url, body, ctype, accept)
         if args.against == "raw":
-            best = raw_best(args.raw_dir, meta["name"])
+            # The same ceiling the report judges target 1 against.
+            best = report.raw_ceiling(report.load_raw(args.raw_dir), meta["name"])
+            if best is None:
+                raise RuntimeError(f"no raw results for {meta['name']} in {args.raw_dir}: "
+                                   "run the raw part first")
             rec["raw"] = best
 
             def other() -> dict:
@@ -365,10 +358,8 @@ def paired(args, meta: dict, base: str, log: str):
                            "ratio": o["ok_rps"] / t["ok_rps"] if t["ok_rps"] else None})
             print(f"  round {i + 1}: ours {o['ok_rps']:.1f} vs {args.against} {t['ok_rps']:.1f} "
                   f"= {rounds[-1]['ratio']:.3f}x", flush=True)
-        ratios = sorted(r["ratio"] for r in rounds if r["ratio"] is not None)
         rec["rounds"] = rounds
-        rec["median_ratio"] = ratios[len(ratios) // 2] if len(ratios) % 2 else \
-            (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+        rec["median_ratio"] = statistics.median(r["ratio"] for r in rounds if r["ratio"] is not None)
         emit(args.out, rec)
     finally:
         for p in procs:

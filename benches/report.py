@@ -12,6 +12,7 @@ import argparse
 import glob
 import json
 import os
+import statistics
 
 BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
 
@@ -23,11 +24,29 @@ TARGETS = {
 }
 
 
-def load(run: str):
-    raw, loads, pre = {}, [], {}
+def load_raw(run: str):
+    """The raw part's results, keyed by (model, outputs, sessions, pool)."""
+    raw = {}
     for p in glob.glob(os.path.join(run, "raw-*.json")):
         r = json.load(open(p))
         raw[(r["model"], r["outputs"], r.get("sessions", 1), r.get("pool", "per-session"))] = r
+    return raw
+
+
+def raw_rows(raw, model):
+    """Every logits-only row of `model`'s raw runs, over every session layout measured."""
+    return [dict(x, sessions=v.get("sessions", 1), pool=v.get("pool", "per-session"))
+            for k, v in raw.items() if k[0] == model and k[1] == "logits" for x in v["rows"]]
+
+
+def raw_ceiling(raw, model):
+    """The ceiling of target 1: the best batch size over every session layout measured."""
+    rows = raw_rows(raw, model)
+    return max(rows, key=lambda x: x["images_per_s"]) if rows else None
+
+
+def load(run: str):
+    raw, loads, pre = load_raw(run), [], {}
     for p in glob.glob(os.path.join(run, "*.jsonl")):
         loads += [json.loads(line) for line in open(p) if line.strip()]
     for p in glob.glob(os.path.join(run, "preprocess-*.json")):
@@ -89,17 +108,14 @@ def targets_section(raw, loads, pre, out):
     out.append("| # | target | model | measured | verdict |")
     out.append("|---|---|---|---|---|")
     for m in models_in(raw, loads):
-        # The ceiling: the best batch size over every session layout measured.
-        rows = [dict(x, sessions=v.get("sessions", 1), pool=v.get("pool", "per-session"))
-                for k, v in raw.items() if k[0] == m and k[1] == "logits" for x in v["rows"]]
-        r = {"rows": rows} if rows else None
+        rows = raw_rows(raw, m)
+        best = raw_ceiling(raw, m)
         # Untagged runs use the server flags the targets are judged on; tagged ones (another
         # thread layout) are reported beside them.
         tags = tags_of(loads, m)
         for tag in tags:
             cls = pick(loads, server="rust", model=m, case="classify:model.jpg", tag=tag)
-            if r and cls:
-                best = max(r["rows"], key=lambda x: x["images_per_s"])
+            if best and cls:
                 sat = max(cls, key=lambda x: x["ok_rps"])
                 ratio = sat["ok_rps"] / best["images_per_s"]
                 label = f"{m} ({tag})" if tag else m
@@ -120,8 +136,8 @@ def targets_section(raw, loads, pre, out):
         cls = pick(loads, server="rust", model=m, case="classify:model.jpg", tag="")
         for tag in tags:
             c1 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1, tag=tag)
-            if r and c1:
-                b1 = min((x for x in r["rows"] if x["batch"] == 1), key=lambda x: x["p50_ms"])
+            if rows and c1:
+                b1 = min((x for x in rows if x["batch"] == 1), key=lambda x: x["p50_ms"])
                 over = c1["lat_p50_ms"] - b1["p50_ms"]
                 label = f"{m} ({tag})" if tag else m
                 out.append(
@@ -148,8 +164,8 @@ def targets_section(raw, loads, pre, out):
             rs = pr["rounds"]
             want = TARGETS["vs_python"].get(m, 1.2)
             lo, hi = min(x["ratio"] for x in rs), max(x["ratio"] for x in rs)
-            p99_ours = sorted(x["ours_p99_ms"] for x in rs)[len(rs) // 2]
-            p99_py = sorted(x["other_p99_ms"] for x in rs)[len(rs) // 2]
+            p99_ours = statistics.median(x["ours_p99_ms"] for x in rs)
+            p99_py = statistics.median(x["other_p99_ms"] for x in rs)
             out.append(
                 f"| 3 | vs Python at c={pr['conns']}: >= {want}x throughput, lower p99, **paired** | {m} | "
                 f"{len(rs)} alternating {pr['seconds']:.0f} s slices: median **{pr['median_ratio']:.2f}x** "
