@@ -5,8 +5,10 @@
 //! ```text
 //! cargo bench --bench raw_ort -- --model models/rgc_fmnist.onnx [--batches 1,2,4,8,16,32]
 //!     [--seconds 4] [--min-runs 5] [--sessions 1] [--pool shared|per-session] [--intra-threads 0]
-//!     [--outputs logits|all] [--image model.jpg] [--json out.json]
+//!     [--outputs logits|all] [--prune true|false] [--image model.jpg] [--json out.json]
 //! ```
+//! `--prune` is the server's `--prune-logits-graph`: with `--outputs logits` the runs use the
+//! graph pruned to the logits, as the server's classification does (default true).
 //! `--image` feeds a real encoded image, decoded with the model's own preprocessing and shown with
 //! the default presentation (the model's `image_on_steps`, then blank), built by the server's own
 //! code; without it the input is a fixed pseudo-random pattern in the normalised range.
@@ -37,6 +39,7 @@ struct Args {
     intra_threads: usize,
     pool: String,
     outputs: String,
+    prune: bool,
     image: Option<PathBuf>,
     json: Option<PathBuf>,
 }
@@ -51,6 +54,7 @@ fn parse_args() -> Args {
         intra_threads: 0,
         pool: "per-session".into(),
         outputs: "logits".into(),
+        prune: true,
         image: None,
         json: None,
     };
@@ -71,6 +75,7 @@ fn parse_args() -> Args {
             "--intra-threads" => a.intra_threads = val().parse().expect("threads"),
             "--pool" => a.pool = val(),
             "--outputs" => a.outputs = val(),
+            "--prune" => a.prune = val().parse().expect("--prune true|false"),
             "--image" => a.image = Some(val().into()),
             "--json" => a.json = Some(val().into()),
             // cargo bench passes --bench; ignore anything else libtest-like.
@@ -113,6 +118,7 @@ fn main() {
                 Device::Cpu,
                 &SessionOptions {
                     intra_threads: intra,
+                    prune_for_logits: args.prune,
                 },
             )
             .expect("session")
@@ -138,7 +144,7 @@ fn main() {
         movie
     });
     eprintln!(
-        "model {} ({}), T={}, {}x{}, sessions={}, pool={}, intra_threads={intra}, outputs={}, library {}",
+        "model {} ({}), T={}, {}x{}, sessions={}, pool={}, intra_threads={intra}, outputs={}, prune={}, library {}",
         m.name,
         args.model.display(),
         m.time.steps,
@@ -147,6 +153,7 @@ fn main() {
         args.sessions,
         args.pool,
         args.outputs,
+        args.prune,
         lib.display()
     );
     println!(
@@ -219,12 +226,13 @@ fn main() {
     }
     if let Some(path) = args.json {
         let json = format!(
-            "{{\"model\":\"{}\",\"path\":\"{}\",\"sessions\":{},\"pool\":\"{}\",\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"input\":\"{}\",\"rows\":[{}]}}\n",
+            "{{\"model\":\"{}\",\"path\":\"{}\",\"sessions\":{},\"pool\":\"{}\",\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"pruned\":{},\"input\":\"{}\",\"rows\":[{}]}}\n",
             m.name,
             args.model.display(),
             args.sessions,
             args.pool,
             args.outputs,
+            args.prune && args.outputs == "logits",
             args.image
                 .as_ref()
                 .map_or("pattern".to_string(), |p| p.display().to_string()),

@@ -110,6 +110,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVRNN_CPU_THREAD_POOL", value_enum, default_value_t = CpuThreadPool::Adaptive)]
     pub cpu_thread_pool: CpuThreadPool,
 
+    /// Run requests that want only the logits (classification) on a second session whose graph
+    /// is cut down to what the logits depend on: ONNX Runtime otherwise computes every layer at
+    /// every step for the activation outputs. Same results; classify ~1.5x faster on the
+    /// paper-sized model (docs/benchmarks.md, finding 17); one more session per worker to build
+    /// and hold. `false` serves everything from the whole graph.
+    #[arg(long, env = "CONVRNN_PRUNE_LOGITS_GRAPH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub prune_logits_graph: bool,
+
     /// On SIGTERM/SIGINT: seconds readiness reports 503 before the listener closes (lets load
     /// balancers notice), then in-flight requests get up to --drain-timeout-ms to finish.
     #[arg(long, env = "CONVRNN_DRAIN_DELAY_MS", default_value_t = 0)]

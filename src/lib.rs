@@ -120,9 +120,13 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
         1
     };
     let intra_threads = pool.intra_threads(args.intra_threads, cores, cpu_sessions);
-    let share = ort_backend::SessionOptions { intra_threads };
+    let share = ort_backend::SessionOptions {
+        intra_threads,
+        prune_for_logits: args.prune_logits_graph,
+    };
     let all = ort_backend::SessionOptions {
         intra_threads: cores,
+        ..share.clone()
     };
     // A worker whose share is already every core has nothing to borrow.
     let cpu_adaptive = pool == CpuThreadPool::Adaptive && intra_threads < cores;

@@ -44,8 +44,7 @@ fn reference_outputs(image: &[u8]) -> Vec<(String, Vec<f32>)> {
         .unwrap();
     let mut movie = vec![0.0; m.time.steps * m.frame_len()];
     stimuli[0].write_movie(&mut movie, m.frame_len(), m.time.blank_value);
-    let mut backend =
-        OrtBackend::new(&info, Device::Cpu, &SessionOptions { intra_threads: 1 }).unwrap();
+    let mut backend = OrtBackend::new(&info, Device::Cpu, &SessionOptions::new(1)).unwrap();
     let names: Vec<String> = info.output_names().map(String::from).collect();
     backend
         .run(&movie, 1, &names)

@@ -12,7 +12,8 @@ use ort::session::{OutputSelector, RunOptions, Session};
 use ort::value::{TensorRef, ValueType};
 
 use super::{Backend, BackendError, Device, OutputTensor};
-use crate::model::{metadata::METADATA_KEY, ModelError, ModelInfo, TensorInfo};
+use crate::model::prune::prune_to_outputs;
+use crate::model::{metadata::METADATA_KEY, ModelError, ModelInfo, TensorInfo, LOGITS_NAME};
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 static LIBRARY_PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -158,6 +159,35 @@ pub struct SessionOptions {
     /// Intra-op threads of a CPU session's own pool; 0 = one per core. Ignored when the runtime
     /// was started with a shared pool ([`RuntimeOptions::shared_intra_threads`]).
     pub intra_threads: usize,
+    /// Also build a session of the graph pruned to `logits` ([`crate::model::prune`]) and run
+    /// requests that want only the logits on it: the same numbers for less work. Costs one more
+    /// graph optimisation at start-up and the pruned graph's share of memory.
+    pub prune_for_logits: bool,
+}
+
+impl SessionOptions {
+    pub fn new(intra_threads: usize) -> Self {
+        Self {
+            intra_threads,
+            prune_for_logits: true,
+        }
+    }
+}
+
+/// Where a session's graph comes from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    File(&'a Path),
+    /// A graph derived from the file at the path (named in errors).
+    Memory(&'a Path, &'a [u8]),
+}
+
+impl Source<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Source::File(p) | Source::Memory(p, _) => p,
+        }
+    }
 }
 
 fn session_error(model: &Path, device: Device) -> impl Fn(ort::Error) -> BackendError + '_ {
@@ -169,10 +199,11 @@ fn session_error(model: &Path, device: Device) -> impl Fn(ort::Error) -> Backend
 }
 
 fn build_session(
-    path: &Path,
+    source: Source<'_>,
     device: Device,
     options: &SessionOptions,
 ) -> Result<Session, BackendError> {
+    let path = source.path();
     let env = environment()?;
     let err = session_error(path, device);
     // Builder errors carry the builder and are not Send; convert them at once.
@@ -226,7 +257,11 @@ fn build_session(
             }
         }
     }
-    builder.commit_from_file(path).map_err(&err)
+    match source {
+        Source::File(path) => builder.commit_from_file(path),
+        Source::Memory(_, bytes) => builder.commit_from_memory(bytes),
+    }
+    .map_err(&err)
 }
 
 fn tensor_infos(outlets: &[ort::value::Outlet]) -> Vec<TensorInfo> {
@@ -277,6 +312,9 @@ pub enum InspectError {
 
 pub struct OrtBackend {
     session: Session,
+    /// The graph pruned to `logits`, for runs that want nothing else; `None` when pruning was
+    /// off, impossible, or removed nothing.
+    logits_session: Option<Session>,
     device: Device,
     input_shape: [usize; 4],
 }
@@ -288,8 +326,15 @@ impl OrtBackend {
         options: &SessionOptions,
     ) -> Result<Self, BackendError> {
         let m = &info.metadata;
+        let session = build_session(Source::File(&info.path), device, options)?;
+        let logits_session = if options.prune_for_logits {
+            build_logits_session(&info.path, device, options)?
+        } else {
+            None
+        };
         Ok(Self {
-            session: build_session(&info.path, device, options)?,
+            session,
+            logits_session,
             device,
             input_shape: [
                 m.time.steps,
@@ -299,6 +344,43 @@ impl OrtBackend {
             ],
         })
     }
+
+    /// Whether logits-only runs use the pruned graph.
+    pub fn prunes_logits(&self) -> bool {
+        self.logits_session.is_some()
+    }
+}
+
+/// The session for logits-only runs, if pruning removes anything. A graph the pruner cannot read
+/// is served whole (logged); a pruned graph ONNX Runtime rejects is an error, as it would be for
+/// the whole one.
+fn build_logits_session(
+    path: &Path,
+    device: Device,
+    options: &SessionOptions,
+) -> Result<Option<Session>, BackendError> {
+    let bytes = std::fs::read(path).map_err(|e| BackendError::Session {
+        model: path.display().to_string(),
+        device,
+        msg: e.to_string(),
+    })?;
+    let pruned = match prune_to_outputs(&bytes, &[LOGITS_NAME]) {
+        Ok(p) if p.nodes_after < p.nodes_before => p,
+        Ok(_) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(model = %path.display(), error = %e, "logits run on the whole graph");
+            return Ok(None);
+        }
+    };
+    drop(bytes);
+    tracing::debug!(
+        model = %path.display(),
+        %device,
+        nodes = pruned.nodes_after,
+        of = pruned.nodes_before,
+        "logits-only runs use the graph pruned to logits"
+    );
+    build_session(Source::Memory(path, &pruned.bytes), device, options).map(Some)
 }
 
 impl Backend for OrtBackend {
@@ -324,8 +406,11 @@ impl Backend for OrtBackend {
         let run_options = RunOptions::new()
             .map_err(|e| BackendError::Run(e.to_string()))?
             .with_outputs(selector);
-        let results = self
-            .session
+        let session = match &mut self.logits_session {
+            Some(pruned) if outputs.iter().all(|o| o == LOGITS_NAME) => pruned,
+            _ => &mut self.session,
+        };
+        let results = session
             .run_with_options(ort::inputs!["frames" => input], &run_options)
             .map_err(|e| BackendError::Run(e.to_string()))?;
         // SessionOutputs borrows the session: copy out before the next run.

@@ -119,10 +119,16 @@ fn warm_up(
 ) -> Result<(), BackendError> {
     let m = &info.metadata;
     let movie_len = m.time.steps * m.frame_len();
-    let outputs: Vec<String> = info.output_names().map(str::to_string).collect();
-    for batch in [max_batch, 1] {
-        let frames = vec![m.time.blank_value; movie_len * batch];
-        backend.run(&frames, batch, &outputs)?;
+    let all: Vec<String> = info.output_names().map(str::to_string).collect();
+    // Logits alone may run on a session of their own (the pruned graph), which needs its own
+    // warm-up.
+    let logits = vec![LOGITS_NAME.to_string()];
+    let batches: &[usize] = if max_batch > 1 { &[max_batch, 1] } else { &[1] };
+    for outputs in [&all, &logits] {
+        for &batch in batches {
+            let frames = vec![m.time.blank_value; movie_len * batch];
+            backend.run(&frames, batch, outputs)?;
+        }
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! tensor names and shapes) and the checks that the two agree. Knows nothing of HTTP or ORT.
 
 pub mod metadata;
+pub mod prune;
 pub mod readout;
 
 use std::path::PathBuf;

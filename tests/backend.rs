@@ -1,0 +1,66 @@
+//! The ONNX Runtime backend against real models: runs that want only the logits go to a session
+//! of the graph pruned to them, and must give the same numbers as the whole graph.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use convrnn_serve::backend::ort::{init_runtime, inspect, OrtBackend, SessionOptions};
+use convrnn_serve::backend::{Backend, Device};
+
+fn committed_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/rgc_fmnist.onnx")
+}
+
+/// Logits of a pseudo-random batch through the logits-only path and through the whole graph.
+fn logits_both_ways(path: &Path, prune: bool) -> (bool, Vec<f32>, Vec<f32>) {
+    init_runtime(None, Default::default()).unwrap();
+    let info = inspect(path).unwrap();
+    let m = &info.metadata;
+    let options = SessionOptions {
+        prune_for_logits: prune,
+        ..SessionOptions::new(1)
+    };
+    let mut backend = OrtBackend::new(&info, Device::Cpu, &options).unwrap();
+    let batch = 3;
+    let frames: Vec<f32> = (0..batch * m.time.steps * m.frame_len())
+        .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 1000) as f32 / 250.0 - 2.0)
+        .collect();
+    let all: Vec<String> = info.output_names().map(String::from).collect();
+    let whole = backend.run(&frames, batch, &all).unwrap();
+    let whole_logits = whole.into_iter().find(|o| o.name == "logits").unwrap();
+    let only = backend
+        .run(&frames, batch, &["logits".to_string()])
+        .unwrap()
+        .remove(0);
+    assert_eq!(only.shape, whole_logits.shape);
+    assert_eq!(only.shape, [batch, m.time.steps, m.labels.len()]);
+    (backend.prunes_logits(), only.data, whole_logits.data)
+}
+
+#[test]
+fn pruned_logits_are_the_whole_graphs_logits_bit_for_bit() {
+    for path in [
+        committed_model(),
+        common::fixture_dir().join("tiny_convrnn.onnx"),
+    ] {
+        let (pruned, only, whole) = logits_both_ways(&path, true);
+        if path == committed_model() {
+            assert!(pruned, "the committed model has steps the logits never see");
+        }
+        let differ = only
+            .iter()
+            .zip(&whole)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{}: {differ} logits differ", path.display());
+        assert!(only.iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn pruning_can_be_turned_off() {
+    let (pruned, only, whole) = logits_both_ways(&committed_model(), false);
+    assert!(!pruned);
+    assert_eq!(only, whole);
+}
