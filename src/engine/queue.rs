@@ -77,8 +77,9 @@ impl BatchQueue {
         self.wake.notify_all();
     }
 
-    /// Blocks until a batch is available: up to `max_batch` items, waiting at most `max_delay`
-    /// after the oldest item arrived for the batch to fill. Items whose client has gone or whose
+    /// Blocks until a batch is available: up to `max_batch` items of the oldest item's kind
+    /// (logits only, or anything else: [`WorkItem::logits_only`]), in arrival order, waiting at
+    /// most `max_delay` after the oldest item arrived for the batch to fill. Items whose client has gone or whose
     /// deadline has passed are removed on the way and never reach the device. `None` once closed
     /// and empty.
     pub fn next_batch(&self, max_batch: usize, max_delay: Duration) -> Option<Vec<WorkItem>> {
@@ -92,14 +93,21 @@ impl BatchQueue {
                 state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            let full = state.items.len() >= max_batch;
-            let oldest = state.items.front().map(|i| i.enqueued);
-            let fill_by = oldest.map(|t| t + max_delay).unwrap_or_else(Instant::now);
+            // The oldest item decides the batch's kind, so neither kind waits behind the other
+            // for longer than one batch.
+            let Some(oldest) = state.items.front() else {
+                continue;
+            };
+            let (kind, fill_by) = (oldest.logits_only(), oldest.enqueued + max_delay);
+            let same_kind = state
+                .items
+                .iter()
+                .filter(|i| i.logits_only() == kind)
+                .take(max_batch)
+                .count();
             let now = Instant::now();
-            if full || state.closed || now >= fill_by {
-                let n = state.items.len().min(max_batch);
-                let batch: Vec<WorkItem> = state.items.drain(..n).collect();
-                return Some(batch);
+            if same_kind >= max_batch || state.closed || now >= fill_by {
+                return Some(take_kind(&mut state.items, kind, max_batch));
             }
             state = self
                 .wake
@@ -130,6 +138,25 @@ impl BatchQueue {
     }
 }
 
+/// Removes and returns the first `max` items of `kind`, leaving the others in their order.
+fn take_kind(items: &mut VecDeque<WorkItem>, kind: bool, max: usize) -> Vec<WorkItem> {
+    if items.iter().take(max).all(|i| i.logits_only() == kind) {
+        let n = items.len().min(max);
+        return items.drain(..n).collect();
+    }
+    let mut batch = Vec::with_capacity(max);
+    let mut rest = VecDeque::with_capacity(items.len());
+    for item in items.drain(..) {
+        if batch.len() < max && item.logits_only() == kind {
+            batch.push(item);
+        } else {
+            rest.push_back(item);
+        }
+    }
+    *items = rest;
+    batch
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +174,16 @@ mod tests {
         WorkItem,
         oneshot::Receiver<Result<super::super::ItemResult, EngineError>>,
     ) {
+        item_for(deadline_in, &["logits"])
+    }
+
+    fn item_for(
+        deadline_in: Duration,
+        outputs: &[&str],
+    ) -> (
+        WorkItem,
+        oneshot::Receiver<Result<super::super::ItemResult, EngineError>>,
+    ) {
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
         (
@@ -155,7 +192,7 @@ mod tests {
                     frames: vec![],
                     schedule: vec![FrameSource::Blank],
                 },
-                outputs: Arc::from(vec!["logits".to_string()]),
+                outputs: outputs.iter().map(|o| o.to_string()).collect(),
                 enqueued: now,
                 deadline: now + deadline_in,
                 reply: tx,
@@ -200,6 +237,48 @@ mod tests {
         assert_eq!(batch.len(), 1);
         q.close();
         assert!(q.next_batch(4, Duration::from_millis(0)).is_none());
+    }
+
+    #[test]
+    fn logits_only_items_and_the_rest_go_in_separate_batches_oldest_first() {
+        let q = BatchQueue::new(16, counter());
+        let mut replies = vec![];
+        let kinds: [&[&str]; 6] = [
+            &["logits"],
+            &["logits", "conv1"],
+            &["logits"],
+            &["conv2"],
+            &["logits"],
+            &["logits"],
+        ];
+        for outputs in kinds {
+            let (i, r) = item_for(Duration::from_secs(9), outputs);
+            q.try_push_all(vec![i]).ok().unwrap();
+            replies.push(r);
+        }
+        let outputs = |batch: &[WorkItem]| -> Vec<String> {
+            batch.iter().map(|i| i.outputs.join("+")).collect()
+        };
+        let first = q.next_batch(3, Duration::ZERO).unwrap();
+        assert_eq!(outputs(&first), ["logits"; 3]);
+        let second = q.next_batch(3, Duration::ZERO).unwrap();
+        assert_eq!(outputs(&second), ["logits+conv1", "conv2"]);
+        let third = q.next_batch(3, Duration::ZERO).unwrap();
+        assert_eq!(outputs(&third), ["logits"]);
+        assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn a_batch_of_one_kind_waits_to_fill_with_that_kind() {
+        let q = BatchQueue::new(16, counter());
+        let (a, _ra) = item_for(Duration::from_secs(9), &["logits"]);
+        let (b, _rb) = item_for(Duration::from_secs(9), &["conv1"]);
+        q.try_push_all(vec![a, b]).ok().unwrap();
+        // Two items queued but only one of the oldest's kind: not full, so it waits the delay.
+        let started = Instant::now();
+        let batch = q.next_batch(2, Duration::from_millis(30)).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        assert_eq!(batch.len(), 1);
     }
 
     #[test]
