@@ -18,7 +18,10 @@ after the other: these shared machines drift by 10-20% within minutes, more than
 being judged. `--against raw` alternates wrk against our server with `benches/raw_ort.rs` at
 the best batch size and layout found in --raw-dir (the run's raw part), with the same real image
 as input; `--against python` alternates wrk against our server and the Python reference server,
-both up for the whole run. Each round's ratio, and their median, go into one record.
+both up for the whole run; `--against python-pruned` does the same with the reference running
+the graph pruned to the logits (REF_PRUNE=1, as our classification does), which separates what
+pruning gains from what the serving path gains. Each round's ratio, and their median, go into
+one record.
 
 Cases are `ENDPOINT:IMAGE` with ENDPOINT one of classify, npz (activations, all layers x all
 steps, Accept: application/x-npz), json (the same activations as JSON), and IMAGE one of
@@ -140,12 +143,12 @@ def start_rust(model: str, port: int, flags: list[str], log: str):
     return proc, cmd, mdir
 
 
-def start_python(model: str, port: int, workers: int, intra: int, log: str):
+def start_python(model: str, port: int, workers: int, intra: int, log: str, prune: bool = False):
     cmd = [VENV_PY, "-m", "uvicorn", "ref_server:app", "--app-dir", os.path.join(ROOT, "benches"),
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
     env = {**os.environ, "REF_MODEL": os.path.abspath(model), "REF_INTRA_THREADS": str(intra),
-           "OMP_NUM_THREADS": str(intra)}
+           "OMP_NUM_THREADS": str(intra), "REF_PRUNE": "1" if prune else "0"}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True, env=env)
     return proc, cmd
@@ -243,7 +246,8 @@ def main():
     ap.add_argument("--connections", type=int, default=2048)
     ap.add_argument("--overload-case", default="classify:camera.jpg")
     # paired
-    ap.add_argument("--against", choices=["raw", "python"], default="raw")
+    ap.add_argument("--against", choices=["raw", "python", "python-pruned"], default="raw",
+                    help="python-pruned: the reference on the graph pruned to logits (REF_PRUNE=1)")
     ap.add_argument("--raw-dir", help="folder with the raw part's raw-<model>-logits-*.json")
     ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
@@ -331,14 +335,15 @@ def paired(args, meta: dict, base: str, log: str):
             py_port = free_port()
             py_base = f"http://127.0.0.1:{py_port}"
             py_log = log.replace("server-paired", "server-paired-python")
+            prune = args.against == "python-pruned"
             py, py_cmd = start_python(args.model, py_port, args.workers, args.py_intra_threads,
-                                      py_log)
+                                      py_log, prune)
             procs.append(py)
             wait_ready(f"{py_base}/health/ready", py)
             py_url = f"{py_base}/v1/models/{meta['name']}/{suffix}{query}"
             post_once(py_url, body, ctype, accept)
             rec["python_cmd"] = (f"REF_MODEL={args.model} REF_INTRA_THREADS={args.py_intra_threads} "
-                                 + " ".join(py_cmd[2:]))
+                                 + ("REF_PRUNE=1 " if prune else "") + " ".join(py_cmd[2:]))
 
             def other() -> dict:
                 return run_wrk(py_url, body, ctype, accept, conns, args.seconds, args.wrk_timeout)

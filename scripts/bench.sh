@@ -97,12 +97,16 @@ if ! skip raw; then
     # all cores (--cpu-thread-pool shared); 2 sessions x 1 core each (per-session).
     for layout in 1:shared 2:shared 2:per-session; do
       sessions=${layout%%:*}; pool=${layout#*:}
-      for outputs in logits all; do
-        [ "$outputs" = all ] && [ "$sessions" != 1 ] && continue
+      # logits: on the graph pruned to them, as the server classifies; logits-whole: the same on
+      # the whole graph (--prune false, what pruning gains); all: every output (activations).
+      for outputs in logits logits-whole all; do
+        [ "$outputs" != logits ] && [ "$sessions" != 1 ] && continue
         log "raw ORT: $name, $sessions session(s), pool $pool, outputs=$outputs, batches $batches"
+        prune=true; [ "$outputs" = logits-whole ] && prune=false
         cargo bench --quiet --bench raw_ort -- --model "$m" --batches "$batches" --seconds "$RAW_SECS" \
-          --min-runs "$min" --sessions "$sessions" --pool "$pool" --outputs "$outputs" \
-          --image "$OUT/images/model-$size.jpg" --json "$OUT/raw-$name-$outputs-s$sessions-$pool.json"
+          --min-runs "$min" --sessions "$sessions" --pool "$pool" --outputs "${outputs%-whole}" \
+          --prune "$prune" --image "$OUT/images/model-$size.jpg" \
+          --json "$OUT/raw-$name-$outputs-s$sessions-$pool.json"
       done
     done
   done
@@ -176,6 +180,10 @@ if ! skip paired && ! skip fmnist; then
   if ! skip python; then
     log "paired: rust server vs python server, rgc_fmnist, c=32"
     "$PY" benches/load.py paired --against python --model "$FMNIST" --out "$OUT/load.jsonl" \
+      --images "$OUT/images" --seconds "$PAIR_SECS" --rounds "$PAIR_ROUNDS" --concurrency 32 \
+      --cases classify:model.jpg $RUST_FLAGS_FMNIST $PY_FLAGS_FMNIST
+    log "paired: rust server vs python server on the graph pruned to logits, rgc_fmnist, c=32"
+    "$PY" benches/load.py paired --against python-pruned --model "$FMNIST" --out "$OUT/load.jsonl" \
       --images "$OUT/images" --seconds "$PAIR_SECS" --rounds "$PAIR_ROUNDS" --concurrency 32 \
       --cases classify:model.jpg $RUST_FLAGS_FMNIST $PY_FLAGS_FMNIST
   fi
