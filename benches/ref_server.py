@@ -30,35 +30,18 @@ from starlette.concurrency import run_in_threadpool
 
 MODEL_PATH = os.environ.get("REF_MODEL", "models/rgc_fmnist.onnx")
 INTRA = int(os.environ.get("REF_INTRA_THREADS", "1"))
-
-
-
-def pruned_to_logits(path: str) -> bytes:
-    """The model with only the nodes the `logits` output depends on (nodes are topologically
-    sorted, so one backward pass finds them)."""
-    import onnx
-
-    m = onnx.load(path)
-    need = {"logits"}
-    kept = []
-    for node in reversed(m.graph.node):
-        if any(o in need for o in node.output):
-            kept.append(node)
-            need.update(i for i in node.input if i)
-    del m.graph.node[:]
-    m.graph.node.extend(reversed(kept))
-    outputs = [o for o in m.graph.output if o.name == "logits"]
-    del m.graph.output[:]
-    m.graph.output.extend(outputs)
-    return m.SerializeToString()
-
+PRUNE = os.environ.get("REF_PRUNE", "0") == "1"
 
 so = ort.SessionOptions()
 so.intra_op_num_threads = INTRA
 so.inter_op_num_threads = 1
 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-PRUNE = os.environ.get("REF_PRUNE", "0") == "1"
-source = pruned_to_logits(MODEL_PATH) if PRUNE else MODEL_PATH
+if PRUNE:
+    from onnx_prune import pruned_to_logits  # benches/, on the path through --app-dir
+
+    source = pruned_to_logits(MODEL_PATH)
+else:
+    source = MODEL_PATH
 session = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
 meta = json.loads(session.get_modelmeta().custom_metadata_map["convrnn"])
 INP, TIME, LABELS = meta["input"], meta["time"], meta["labels"]
