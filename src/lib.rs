@@ -285,5 +285,14 @@ pub fn inspect_report(file: &Path, ort_library: Option<&Path>) -> anyhow::Result
     for o in &info.outputs {
         writeln!(out, "  {:<10} {:?}", o.name, o.shape)?;
     }
+    let bytes = std::fs::read(file)?;
+    match model::prune::prune_to_outputs(&bytes, &[model::LOGITS_NAME]) {
+        Ok(p) => writeln!(
+            out,
+            "logits-only: {} of {} nodes (classification runs on this pruned graph)",
+            p.nodes_after, p.nodes_before
+        )?,
+        Err(e) => writeln!(out, "logits-only: the whole graph ({e})")?,
+    }
     Ok(out)
 }

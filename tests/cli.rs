@@ -34,6 +34,18 @@ fn inspect_prints_metadata_layers_and_shapes() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
+    let committed = Command::new(BIN)
+        .args([
+            "inspect",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/models/rgc_fmnist.onnx"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(committed.stdout).unwrap();
+    assert!(
+        text.contains("logits-only: 470 of 657 nodes"),
+        "inspect should say what classification runs on:\n{text}"
+    );
     let bad = Command::new(BIN)
         .args(["inspect", "Cargo.toml"])
         .output()
