@@ -67,9 +67,14 @@ def pick(loads, **kw):
     return [r for r in loads if all(r.get(k, "" if k == "tag" else None) == v for k, v in kw.items())]
 
 
+# Runs of our server with `--prune-logits-graph false`: classification on the same graph as
+# activations, for target 4 only (targets 1-3 judge the server as it is configured).
+WHOLE_GRAPH = "whole-graph"
+
+
 def tags_of(loads, model):
     """Tags of our server's runs on `model`: "" (the judged flags) first, then variants."""
-    return sorted({x.get("tag", "") for x in pick(loads, server="rust", model=model)})
+    return sorted({x.get("tag", "") for x in pick(loads, server="rust", model=model)} - {WHOLE_GRAPH})
 
 
 def quarter_means(samples, col):
@@ -225,6 +230,19 @@ def targets_section(raw, loads, pre, out):
                     f"| 4 | activations (all layers x steps, npz) <= {TARGETS['npz_vs_classify']}x classify "
                     f"time | {m} | npz {', '.join(cells)} (JSON: {', '.join(jcells) or 'not run'})"
                     f"{compute_share(raw, m)} | {ok(worst <= TARGETS['npz_vs_classify'])} |")
+            whole = pick(loads, server="rust", model=m, case="classify:model.jpg", tag=WHOLE_GRAPH)
+            wcells, wworst = [], None
+            for n in sorted(npz, key=lambda x: x["conns"]):
+                c = next((x for x in whole if x["conns"] == n["conns"]), None)
+                if c and n["ok_rps"]:
+                    r = c["ok_rps"] / n["ok_rps"]
+                    wworst = r if wworst is None else max(wworst, r)
+                    wcells.append(f"c={n['conns']}: {r:.2f}x")
+            if wworst is not None:
+                out.append(
+                    f"| 4 | the same, against classify on the whole graph (`--prune-logits-graph "
+                    f"false`: equal work, what the binary answer itself costs) | {m} | npz "
+                    f"{', '.join(wcells)} | {ok(wworst <= TARGETS['npz_vs_classify'])} (equal work) |")
     for r in pick(loads, server="overload"):
         # "No growth": judged on the second half's trend (least squares, robust to the +-5%
         # sample noise) extrapolated over the whole run, against 5% of the mean RSS.

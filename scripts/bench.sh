@@ -139,6 +139,11 @@ if ! skip fmnist; then
   log "load: rust server, rgc_fmnist"
   "$PY" benches/load.py rust --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
     --seconds "$SECS" --concurrency 1,8,32,128 --cases "$CASES_FMNIST" $RUST_FLAGS_FMNIST
+  # Classification on the whole graph, as activations run: target 4 on equal work.
+  log "load: rust server, rgc_fmnist, --prune-logits-graph false"
+  "$PY" benches/load.py rust --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
+    --seconds "$SECS" --concurrency 1,8,32,128 --cases classify:model.jpg --tag whole-graph \
+    --extra-flags "--prune-logits-graph false" $RUST_FLAGS_FMNIST
   if ! skip python; then
     log "load: python server, rgc_fmnist"
     "$PY" benches/load.py python --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
