@@ -114,6 +114,13 @@ def models_in(raw, loads):
     return sorted(names, key=lambda n: order.get(n, 9))
 
 
+def round_spread(rounds):
+    """A paired record's lowest and highest round ratio and the median p99 of each side."""
+    ratios = [x["ratio"] for x in rounds]
+    return (min(ratios), max(ratios), statistics.median(x["ours_p99_ms"] for x in rounds),
+            statistics.median(x["other_p99_ms"] for x in rounds))
+
+
 def compute_share(raw, m):
     """How much of target 4's ratio is the model's own work: raw ORT time for every output
     (the whole graph) over logits only (the pruned graph classification runs), 1 session."""
@@ -189,9 +196,7 @@ def targets_section(raw, loads, pre, out):
         for pr in pick(loads, server="paired", model=m, against="python", tag=""):
             rs = pr["rounds"]
             want = TARGETS["vs_python"].get(m, 1.2)
-            lo, hi = min(x["ratio"] for x in rs), max(x["ratio"] for x in rs)
-            p99_ours = statistics.median(x["ours_p99_ms"] for x in rs)
-            p99_py = statistics.median(x["other_p99_ms"] for x in rs)
+            lo, hi, p99_ours, p99_py = round_spread(rs)
             out.append(
                 f"| 3 | vs Python at c={pr['conns']}: >= {want}x throughput, lower p99, **paired** | {m} | "
                 f"{len(rs)} alternating {pr['seconds']:.0f} s slices: median **{pr['median_ratio']:.2f}x** "
@@ -199,9 +204,7 @@ def targets_section(raw, loads, pre, out):
                 f"{ok(pr['median_ratio'] >= want and p99_ours < p99_py)} |")
         for pr in pick(loads, server="paired", model=m, against="python-pruned", tag=""):
             rs = pr["rounds"]
-            lo, hi = min(x["ratio"] for x in rs), max(x["ratio"] for x in rs)
-            p99_ours = statistics.median(x["ours_p99_ms"] for x in rs)
-            p99_py = statistics.median(x["other_p99_ms"] for x in rs)
+            lo, hi, p99_ours, p99_py = round_spread(rs)
             out.append(
                 f"| 3 | (beside it) vs Python running the graph pruned to logits (`REF_PRUNE=1`), "
                 f"c={pr['conns']}, **paired** | {m} | {len(rs)} alternating {pr['seconds']:.0f} s slices: "
