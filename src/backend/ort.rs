@@ -13,7 +13,9 @@ use ort::value::{TensorRef, ValueType};
 
 use super::{Backend, BackendError, Device, OutputTensor};
 use crate::model::prune::prune_to_outputs;
-use crate::model::{metadata::METADATA_KEY, ModelError, ModelInfo, TensorInfo, LOGITS_NAME};
+use crate::model::{
+    metadata::METADATA_KEY, only_logits, ModelError, ModelInfo, TensorInfo, LOGITS_NAME,
+};
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 static LIBRARY_PATH: OnceLock<PathBuf> = OnceLock::new();
@@ -407,7 +409,7 @@ impl Backend for OrtBackend {
             .map_err(|e| BackendError::Run(e.to_string()))?
             .with_outputs(selector);
         let session = match &mut self.logits_session {
-            Some(pruned) if outputs.iter().all(|o| o == LOGITS_NAME) => pruned,
+            Some(pruned) if only_logits(outputs) => pruned,
             _ => &mut self.session,
         };
         let results = session

@@ -79,23 +79,20 @@ impl BatchQueue {
 
     /// Blocks until a batch is available: up to `max_batch` items of the oldest item's kind
     /// (logits only, or anything else: [`WorkItem::logits_only`]), in arrival order, waiting at
-    /// most `max_delay` after the oldest item arrived for the batch to fill. Items whose client has gone or whose
-    /// deadline has passed are removed on the way and never reach the device. `None` once closed
-    /// and empty.
+    /// most `max_delay` after the oldest item arrived for the batch to fill. Items whose client
+    /// has gone or whose deadline has passed are removed on the way and never reach the device.
+    /// `None` once closed and empty.
     pub fn next_batch(&self, max_batch: usize, max_delay: Duration) -> Option<Vec<WorkItem>> {
         let mut state = self.lock();
         loop {
             self.prune(&mut state);
-            if state.items.is_empty() {
+            // The oldest item decides the batch's kind, so neither kind waits behind the other
+            // for longer than one batch.
+            let Some(oldest) = state.items.front() else {
                 if state.closed {
                     return None;
                 }
                 state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            // The oldest item decides the batch's kind, so neither kind waits behind the other
-            // for longer than one batch.
-            let Some(oldest) = state.items.front() else {
                 continue;
             };
             let (kind, fill_by) = (oldest.logits_only(), oldest.enqueued + max_delay);

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use super::EngineError;
 use crate::backend::OutputTensor;
-use crate::model::LOGITS_NAME;
+use crate::model::only_logits;
 
 /// One preprocessed frame, `C*H*W` values in the model's normalised space.
 pub type Frame = Arc<Vec<f32>>;
@@ -84,6 +84,6 @@ impl WorkItem {
     /// Whether this item wants nothing but the logits, which a backend may compute on a graph
     /// pruned to them (`model::prune`); batches never mix the two kinds.
     pub fn logits_only(&self) -> bool {
-        self.outputs.iter().all(|o| o == LOGITS_NAME)
+        only_logits(&self.outputs)
     }
 }

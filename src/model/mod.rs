@@ -14,6 +14,12 @@ pub const INPUT_NAME: &str = "frames";
 /// Name of the readout output every servable file has.
 pub const LOGITS_NAME: &str = "logits";
 
+/// Whether a run asking for `outputs` needs nothing but the logits, so it can run on the graph
+/// pruned to them ([`prune`]).
+pub fn only_logits(outputs: &[String]) -> bool {
+    outputs.iter().all(|o| o == LOGITS_NAME)
+}
+
 /// A tensor as declared by the graph; `-1` marks a dynamic axis.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TensorInfo {
