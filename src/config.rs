@@ -64,6 +64,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVRNN_MAX_BATCH_SIZE", default_value_t = 8)]
     pub max_batch_size: usize,
 
+    /// On CPU, the longest a batch may take at the batch-1 speed each worker measures at warm-up:
+    /// a CPU worker runs at most budget / (batch-1 time) images at once (at least 1, at most
+    /// --max-batch-size). CPU batching only spreads a run's fixed cost, which matters for a small
+    /// model and not for a paper-sized one, where big batches only multiply latency and the memory
+    /// ONNX Runtime keeps. 0 = always --max-batch-size. Not applied on CUDA
+    #[arg(long, env = "CONVRNN_CPU_BATCH_BUDGET_MS", default_value_t = 200)]
+    pub cpu_batch_budget_ms: u64,
+
     /// How long an idle worker waits for a batch to fill after its first item arrived. The
     /// default 0 batches whatever queued while the devices were busy: no added latency at low
     /// load, full batches under load. Raise it only if requests arrive in bursts slower than a run.
@@ -169,6 +177,11 @@ impl ServeArgs {
         }
     }
 
+    /// `--cpu-batch-budget-ms`, None when 0 (off).
+    pub fn cpu_batch_budget(&self) -> Option<Duration> {
+        (self.cpu_batch_budget_ms > 0).then(|| Duration::from_millis(self.cpu_batch_budget_ms))
+    }
+
     pub fn max_queue_delay(&self) -> Duration {
         Duration::from_millis(self.max_queue_delay_ms)
     }
@@ -269,6 +282,7 @@ mod tests {
         let d = ServeArgs::defaults();
         assert_eq!(d.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(d.max_batch_size, 8);
+        assert_eq!(d.cpu_batch_budget(), Some(Duration::from_millis(200)));
         assert_eq!(d.cpu_thread_pool, CpuThreadPool::Adaptive);
     }
 }

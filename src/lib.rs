@@ -145,6 +145,7 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
             devices,
             sessions_per_device,
             max_batch: args.max_batch_size.max(1),
+            cpu_batch_budget: args.cpu_batch_budget(),
             max_delay: args.max_queue_delay(),
             queue_capacity: args.queue_capacity.max(1),
             request_timeout: args.request_timeout(),

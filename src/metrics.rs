@@ -47,6 +47,9 @@ pub struct Metrics {
     pub cpu_calibration: GaugeVec,
     /// Seconds each worker took to warm up.
     pub warmup: GaugeVec,
+    /// Largest batch each worker runs: `--max-batch-size`, or less on CPU where
+    /// `--cpu-batch-budget-ms` caps it from the measured batch-1 time.
+    pub worker_max_batch: IntGaugeVec,
     /// Always 1; labels carry the build.
     pub build_info: IntGaugeVec,
 }
@@ -167,6 +170,11 @@ impl Metrics {
             warmup: gauge(
                 "convrnn_warmup_seconds",
                 "Seconds each worker took to build its session and warm up",
+                &["model", "device", "worker"],
+            ),
+            worker_max_batch: int_gauge(
+                "convrnn_worker_max_batch_size",
+                "Largest batch each worker runs (--max-batch-size, capped on CPU by --cpu-batch-budget-ms)",
                 &["model", "device", "worker"],
             ),
             build_info: int_gauge(

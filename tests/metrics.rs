@@ -106,6 +106,14 @@ async fn figures_move_with_traffic() {
     );
     assert!(before.get("convrnn_model_load_seconds", &[("model", m)]) > 0.0);
     assert!(before.get("convrnn_warmup_seconds", &[("model", m), ("device", "cpu")]) > 0.0);
+    // The fixture runs in well under a millisecond: the CPU batch budget leaves the flag's 8.
+    assert_eq!(
+        before.get(
+            "convrnn_worker_max_batch_size",
+            &[("model", m), ("device", "cpu"), ("worker", "0")]
+        ),
+        8.0
+    );
     assert_eq!(
         before.find(
             "convrnn_build_info",

@@ -116,6 +116,7 @@ async fn start_fake(fake: Fake, configure: impl FnOnce(&mut ServeArgs)) -> Harne
                 devices: vec![Device::Cpu],
                 sessions_per_device: sessions.max(1),
                 max_batch: args.max_batch_size,
+                cpu_batch_budget: args.cpu_batch_budget(),
                 max_delay: args.max_queue_delay(),
                 queue_capacity: args.queue_capacity,
                 request_timeout: args.request_timeout(),
@@ -277,6 +278,81 @@ async fn ready_flips_after_warm_up_and_back_during_drain() {
         .expect("server stops after the drain")
         .unwrap()
         .is_ok());
+}
+
+/// The value of `convrnn_worker_max_batch_size` for the one worker of the fixture's model.
+fn worker_max_batch(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("convrnn_worker_max_batch_size{") && l.contains(MODEL))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("a convrnn_worker_max_batch_size sample")
+}
+
+/// Sends `n` classifications at once; the `x-batch-size` of each answer.
+async fn concurrent_batch_sizes(h: &Harness, n: usize) -> Vec<usize> {
+    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(h.classify().send())).collect();
+    let mut sizes = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+        sizes.push(
+            r.headers()["x-batch-size"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+    }
+    sizes
+}
+
+#[tokio::test]
+async fn a_cpu_worker_batches_only_what_its_batch_budget_allows() {
+    // Every run takes 150 ms whatever its size: a 200 ms budget allows one image per batch.
+    let h = start(Duration::ZERO, Duration::from_millis(150), |a| {
+        a.max_batch_size = 8;
+        a.cpu_batch_budget_ms = 200;
+    })
+    .await;
+    h.wait_ready().await;
+    assert_eq!(worker_max_batch(&h.metrics().await), 1.0);
+    assert_eq!(concurrent_batch_sizes(&h, 4).await, vec![1; 4]);
+
+    // 45 ms a run: four fit (three if a loaded machine oversleeps both timed runs), and the
+    // batches the queue forms stay within the cap.
+    let h = start(Duration::ZERO, Duration::from_millis(45), |a| {
+        a.max_batch_size = 8;
+        a.cpu_batch_budget_ms = 200;
+    })
+    .await;
+    h.wait_ready().await;
+    let cap = worker_max_batch(&h.metrics().await);
+    assert!((3.0..=4.0).contains(&cap), "{cap}");
+    let sizes = concurrent_batch_sizes(&h, 12).await;
+    assert!(
+        sizes.iter().all(|&b| b as f64 <= cap),
+        "{sizes:?} within {cap}"
+    );
+    assert!(
+        sizes.iter().any(|&b| b > 1),
+        "queued requests share a batch: {sizes:?}"
+    );
+
+    // Without a budget the same worker batches up to --max-batch-size.
+    let h = start(Duration::ZERO, Duration::from_millis(150), |a| {
+        a.max_batch_size = 8;
+        a.cpu_batch_budget_ms = 0;
+    })
+    .await;
+    h.wait_ready().await;
+    assert_eq!(worker_max_batch(&h.metrics().await), 8.0);
+    let sizes = concurrent_batch_sizes(&h, 4).await;
+    assert!(
+        sizes.iter().any(|&b| b > 1),
+        "queued requests share a batch: {sizes:?}"
+    );
 }
 
 #[tokio::test]

@@ -58,6 +58,10 @@ pub struct EngineConfig {
     /// CPU workers may borrow an all-cores session of their model for a batch that would run
     /// alone (`--cpu-thread-pool adaptive`, [`all_cores`]).
     pub cpu_adaptive: bool,
+    /// On CPU, how long a batch may take at the batch-1 speed measured at warm-up: caps each CPU
+    /// worker's batch below `max_batch` (`--cpu-batch-budget-ms`).
+    /// None: every worker batches up to `max_batch`.
+    pub cpu_batch_budget: Option<Duration>,
 }
 
 /// One served model: its description, its queue, and its workers' state.
@@ -146,6 +150,7 @@ impl Engine {
                         metrics.clone(),
                         WorkerConfig {
                             max_batch: config.max_batch,
+                            cpu_batch_budget: config.cpu_batch_budget,
                             max_delay: config.max_delay,
                             worker_index,
                             model_workers,

@@ -18,7 +18,9 @@ pub type BackendFactory =
     Arc<dyn Fn(&ModelInfo, Device, Width) -> Result<Box<dyn Backend>, BackendError> + Send + Sync>;
 
 pub(crate) struct WorkerConfig {
+    /// `--max-batch-size`; after warm-up, what this worker runs ([`cpu_batch_cap`]).
     pub max_batch: usize,
+    pub cpu_batch_budget: Option<Duration>,
     pub max_delay: Duration,
     pub worker_index: usize,
     /// Workers of this model, this one included.
@@ -55,31 +57,42 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
+            let mut config = config;
             let started = Instant::now();
             let all_cores = config
                 .adaptive
                 .as_ref()
                 .filter(|a| a.builds_session)
                 .and_then(|_| spawn_all_cores_build(&name, &info, device, &factory, &config));
-            let mut backend =
-                match build_warm(&factory, &info, device, Width::Share, config.max_batch) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(worker = %name, error = %e, "worker failed to start");
-                        let mut failed = status.failed.lock().unwrap_or_else(|p| p.into_inner());
-                        failed.get_or_insert_with(|| e.to_string());
-                        // Nobody will serve this queue from here; fail what arrives rather than
-                        // letting it wait for its deadline.
-                        fail_all(&queue, &config, &e.to_string());
-                        return;
-                    }
-                };
+            let built = build_warm(
+                &factory,
+                &info,
+                device,
+                Width::Share,
+                config.max_batch,
+                config.cpu_batch_budget,
+            );
+            let mut backend = match built {
+                Ok((backend, max_batch)) => {
+                    config.max_batch = max_batch;
+                    backend
+                }
+                Err(e) => {
+                    tracing::error!(worker = %name, error = %e, "worker failed to start");
+                    let mut failed = status.failed.lock().unwrap_or_else(|p| p.into_inner());
+                    failed.get_or_insert_with(|| e.to_string());
+                    // Nobody will serve this queue from here; fail what arrives rather than
+                    // letting it wait for its deadline.
+                    fail_all(&queue, &config, &e.to_string());
+                    return;
+                }
+            };
             if let (Some(adaptive), Some(build)) = (&config.adaptive, all_cores) {
                 let built = build.join().unwrap_or_else(|_| {
                     Err(BackendError::Run("building the session panicked".into()))
                 });
                 match built {
-                    Ok(all_cores) => install_if_faster(
+                    Ok((all_cores, _)) => install_if_faster(
                         backend.as_mut(),
                         all_cores,
                         adaptive,
@@ -103,35 +116,80 @@ pub(crate) fn spawn(
                     &config.worker_index.to_string(),
                 ])
                 .set(started.elapsed().as_secs_f64());
+            metrics
+                .worker_max_batch
+                .with_label_values(&[
+                    info.name(),
+                    &device.to_string(),
+                    &config.worker_index.to_string(),
+                ])
+                .set(config.max_batch as i64);
             status.ready.fetch_add(1, Ordering::SeqCst);
-            tracing::info!(worker = %name, secs = started.elapsed().as_secs_f64(), "worker ready");
+            tracing::info!(
+                worker = %name,
+                secs = started.elapsed().as_secs_f64(),
+                max_batch = config.max_batch,
+                "worker ready"
+            );
             run_loop(backend.as_mut(), &info, &queue, &metrics, &config);
             tracing::info!(worker = %name, "worker stopped");
         })
 }
 
-/// Runs the largest batch once (allocates the arenas and, on CUDA, picks the conv algorithms) and
-/// a single item (the other common shape), so the first real requests see steady-state latency.
+/// Runs a single item and then the largest batch the worker will run, for every output and for
+/// the logits alone (which may have a session of their own, the pruned graph), so the first real
+/// requests find the arenas allocated (and, on CUDA, the conv algorithms picked). Returns that
+/// largest batch: `max_batch`, or on CPU what `budget` allows ([`cpu_batch_cap`]).
 fn warm_up(
     backend: &mut dyn Backend,
     info: &ModelInfo,
     max_batch: usize,
-) -> Result<(), BackendError> {
+    budget: Option<Duration>,
+) -> Result<usize, BackendError> {
     let m = &info.metadata;
     let movie_len = m.time.steps * m.frame_len();
     let all: Vec<String> = info.output_names().map(str::to_string).collect();
-    // Logits alone may run on a session of their own (the pruned graph), which needs its own
-    // warm-up.
     let logits = vec![LOGITS_NAME.to_string()];
-    let batches: &[usize] = if max_batch > 1 { &[max_batch, 1] } else { &[1] };
-    for outputs in [&all, &logits] {
-        for &batch in batches {
-            let frames = vec![m.time.blank_value; movie_len * batch];
-            backend.run(&frames, batch, outputs)?;
+    let on_cpu = backend.device() == Device::Cpu;
+    let mut run = |outputs: &[String], batch: usize| {
+        let frames = vec![m.time.blank_value; movie_len * batch];
+        let started = Instant::now();
+        backend.run(&frames, batch, outputs)?;
+        Ok::<_, BackendError>(started.elapsed())
+    };
+    // Timed on the whole graph: a batch may be an activation batch, the costlier kind.
+    let mut single = run(&all, 1)?;
+    run(&logits, 1)?;
+    let cap = match budget {
+        Some(budget) if max_batch > 1 && on_cpu => {
+            if single < budget {
+                // The first run also allocated the arena; a second one decides.
+                single = single.min(run(&all, 1)?);
+            }
+            cpu_batch_cap(single, budget, max_batch)
         }
+        _ => max_batch,
+    };
+    if cap > 1 {
+        run(&all, cap)?;
+        run(&logits, cap)?;
     }
-    Ok(())
+    Ok(cap)
 }
+
+/// The largest batch, at most `max_batch`, whose run fits in `budget` when one image takes
+/// `single`. On CPU a batch costs about its size times one image (the cores are busy either
+/// way), so batching only spreads the fixed cost of a run: it pays on a small model (rgc_fmnist:
+/// 580 img/s at batch 1, 960 at 32) and gives nothing on a paper-sized one (rgc_intermediate
+/// ~1.2 img/s at batch 1, 2 and 4), where a batch of 8 only multiplies the latency and the memory
+/// ONNX Runtime keeps for the largest batch it has run (docs/benchmarks.md, finding 19).
+pub(crate) fn cpu_batch_cap(single: Duration, budget: Duration, max_batch: usize) -> usize {
+    let fits = budget.as_secs_f64() / single.as_secs_f64().max(1e-9);
+    (fits.floor() as usize).clamp(1, max_batch.max(1))
+}
+
+/// A warmed-up backend and the largest batch it was warmed with.
+type BuiltBackend = Result<(Box<dyn Backend>, usize), BackendError>;
 
 fn build_warm(
     factory: &BackendFactory,
@@ -139,10 +197,11 @@ fn build_warm(
     device: Device,
     width: Width,
     max_batch: usize,
-) -> Result<Box<dyn Backend>, BackendError> {
+    budget: Option<Duration>,
+) -> BuiltBackend {
     let mut backend = factory(info, device, width)?;
-    warm_up(backend.as_mut(), info, max_batch)?;
-    Ok(backend)
+    let max_batch = warm_up(backend.as_mut(), info, max_batch, budget)?;
+    Ok((backend, max_batch))
 }
 
 /// Builds the model's all-cores session on a thread of its own, beside the worker's own session
@@ -153,11 +212,12 @@ fn spawn_all_cores_build(
     device: Device,
     factory: &BackendFactory,
     config: &WorkerConfig,
-) -> Option<std::thread::JoinHandle<Result<Box<dyn Backend>, BackendError>>> {
-    let (info, factory, max_batch) = (info.clone(), factory.clone(), config.max_batch);
+) -> Option<std::thread::JoinHandle<BuiltBackend>> {
+    let (info, factory) = (info.clone(), factory.clone());
+    let (max_batch, budget) = (config.max_batch, config.cpu_batch_budget);
     std::thread::Builder::new()
         .name(format!("{name}-all-cores"))
-        .spawn(move || build_warm(&factory, &info, device, Width::AllCores, max_batch))
+        .spawn(move || build_warm(&factory, &info, device, Width::AllCores, max_batch, budget))
         .inspect_err(|e| tracing::warn!(error = %e, "no thread for the all-cores session"))
         .ok()
 }
@@ -332,4 +392,29 @@ fn union_of_outputs(batch: &[WorkItem]) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_batch_cap;
+    use std::time::Duration;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn cpu_batch_cap_fits_the_budget_within_the_flag() {
+        // rgc_fmnist on one core of a slow machine: 5 ms an image, the flag decides.
+        assert_eq!(cpu_batch_cap(ms(5), ms(200), 8), 8);
+        assert_eq!(cpu_batch_cap(ms(5), ms(200), 64), 40);
+        // A medium model: as many as fit.
+        assert_eq!(cpu_batch_cap(ms(60), ms(200), 8), 3);
+        assert_eq!(cpu_batch_cap(ms(100), ms(200), 8), 2);
+        // rgc_intermediate: over a second an image, one at a time.
+        assert_eq!(cpu_batch_cap(ms(1200), ms(200), 8), 1);
+        // Degenerate inputs stay in range.
+        assert_eq!(cpu_batch_cap(Duration::ZERO, ms(200), 8), 8);
+        assert_eq!(cpu_batch_cap(ms(5), ms(200), 0), 1);
+    }
 }
