@@ -59,6 +59,25 @@ def model_meta(path: str) -> dict:
     return json.loads(s.get_modelmeta().custom_metadata_map["convrnn"])
 
 
+def thread_cpu(pid: int) -> dict:
+    """CPU seconds (user + system) of a process's threads so far, summed by role: `http` for
+    tokio's threads (the HTTP side: accept, parse, decode, answer), `inference` for the rest (the
+    workers, which run ONNX Runtime on their own thread, and any ORT pool threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"http": 0.0, "inference": 0.0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        secs = (int(fields[11]) + int(fields[12])) / tick
+        out["http" if comm.startswith("tokio") else "inference"] += secs
+    return out
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS of pid and all its descendants (uvicorn workers are children)."""
     total = 0
@@ -303,7 +322,7 @@ def run_raw(model: str, best: dict, image: str, seconds: float) -> float:
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     r = json.load(open(out))
     os.unlink(out)
-    return r["rows"][0]["images_per_s"]
+    return r["rows"][0]
 
 
 def paired(args, meta: dict, base: str, log: str):
@@ -330,7 +349,8 @@ def paired(args, meta: dict, base: str, log: str):
             rec["raw"] = best
 
             def other() -> dict:
-                return {"ok_rps": run_raw(args.model, best, body, args.seconds)}
+                row = run_raw(args.model, best, body, args.seconds)
+                return {"ok_rps": row["images_per_s"], "cpu_ms_per_image": row.get("cpu_ms_per_image")}
         else:
             py_port = free_port()
             py_base = f"http://127.0.0.1:{py_port}"
@@ -349,7 +369,15 @@ def paired(args, meta: dict, base: str, log: str):
                 return run_wrk(py_url, body, ctype, accept, conns, args.seconds, args.wrk_timeout)
 
         def ours() -> dict:
-            return run_wrk(url, body, ctype, accept, conns, args.seconds, args.wrk_timeout)
+            # Where the server's CPU went during the slice: what an image cost its inference
+            # threads (to set beside raw ORT's) and what a request cost its HTTP threads.
+            before = thread_cpu(proc.pid)
+            r = run_wrk(url, body, ctype, accept, conns, args.seconds, args.wrk_timeout)
+            after = thread_cpu(proc.pid)
+            if r.get("requests"):
+                r["cpu_ms_per_image"] = (after["inference"] - before["inference"]) * 1e3 / r["requests"]
+                r["http_cpu_ms_per_request"] = (after["http"] - before["http"]) * 1e3 / r["requests"]
+            return r
 
         rounds = []
         for i in range(args.rounds):
@@ -360,7 +388,10 @@ def paired(args, meta: dict, base: str, log: str):
             rounds.append({"ours_rps": o["ok_rps"], "ours_p99_ms": o.get("lat_p99_ms"),
                            "ours_non2xx": o.get("non2xx"), "other_rps": t["ok_rps"],
                            "other_p99_ms": t.get("lat_p99_ms"), "other_non2xx": t.get("non2xx"),
-                           "ratio": o["ok_rps"] / t["ok_rps"] if t["ok_rps"] else None})
+                           "ratio": o["ok_rps"] / t["ok_rps"] if t["ok_rps"] else None,
+                           "ours_cpu_ms_per_image": o.get("cpu_ms_per_image"),
+                           "ours_http_cpu_ms_per_request": o.get("http_cpu_ms_per_request"),
+                           "other_cpu_ms_per_image": t.get("cpu_ms_per_image")})
             print(f"  round {i + 1}: ours {o['ok_rps']:.1f} vs {args.against} {t['ok_rps']:.1f} "
                   f"= {rounds[-1]['ratio']:.3f}x", flush=True)
         rec["rounds"] = rounds

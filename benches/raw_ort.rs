@@ -17,7 +17,9 @@
 //! `--cpu-thread-pool`, and `--intra-threads 0` picks what the server picks for one model (the
 //! shared pool: one thread per core; per-session: cores / sessions). Each batch size is warmed
 //! up, then run until `--seconds` have passed (at least `--min-runs`). Throughput is batch / mean
-//! run time.
+//! run time. `cpu_ms_per_image` is the process's CPU time over the row (warm-up runs included)
+//! per image run: what one image costs ONNX Runtime, to set beside the server's inference
+//! threads (`benches/load.py paired`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +31,9 @@ use convrnn_serve::backend::ort::{
 use convrnn_serve::backend::{Backend, Device};
 use convrnn_serve::config::CpuThreadPool;
 use convrnn_serve::presentation::Presentation;
+
+/// Untimed runs of each batch size on each session before the timed ones.
+const WARM_UP_RUNS: usize = 2;
 
 struct Args {
     model: PathBuf,
@@ -162,6 +167,7 @@ fn main() {
     );
     let mut rows = Vec::new();
     for &batch in &args.batches {
+        let cpu_before = process_cpu_secs();
         let frames: Vec<f32> = match &movie {
             Some(movie) => movie.repeat(batch),
             // Deterministic, image-like values (normalised space, roughly [-2, 2]).
@@ -177,7 +183,7 @@ fn main() {
                 .map(|backend| {
                     let (frames, outputs) = (&frames, &outputs);
                     scope.spawn(move || {
-                        for _ in 0..2 {
+                        for _ in 0..WARM_UP_RUNS {
                             backend.run(frames, batch, outputs).expect("warm-up run");
                         }
                         let mut times = Vec::new();
@@ -199,6 +205,15 @@ fn main() {
                 .map(|h| h.join().expect("session thread"))
                 .collect()
         });
+        let images = batch
+            * per_session
+                .iter()
+                .map(|t| t.len() + WARM_UP_RUNS)
+                .sum::<usize>();
+        let cpu_ms_per_image = match (cpu_before, process_cpu_secs()) {
+            (Some(a), Some(b)) => format!("{:.4}", (b - a) * 1e3 / images as f64),
+            _ => "null".to_string(),
+        };
         let ips: f64 = per_session
             .iter()
             .map(|t| batch as f64 * t.len() as f64 / t.iter().sum::<f64>())
@@ -216,7 +231,7 @@ fn main() {
             ips
         );
         rows.push(format!(
-            "{{\"batch\":{batch},\"runs\":{},\"p50_ms\":{:.4},\"p90_ms\":{:.4},\"mean_ms\":{:.4},\"images_per_s\":{:.3}}}",
+            "{{\"batch\":{batch},\"runs\":{},\"p50_ms\":{:.4},\"p90_ms\":{:.4},\"mean_ms\":{:.4},\"images_per_s\":{:.3},\"cpu_ms_per_image\":{cpu_ms_per_image}}}",
             times.len(),
             p50 * 1e3,
             p90 * 1e3,
@@ -240,4 +255,15 @@ fn main() {
         );
         std::fs::write(&path, json).expect("write json");
     }
+}
+
+/// User + system CPU seconds of this process so far (all threads), from /proc/self/stat; None
+/// where there is no procfs.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may contain spaces: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ, fixed at 100 in Linux's user-space ABI.
+    Some(ticks / 100.0)
 }

@@ -121,6 +121,23 @@ def round_spread(rounds):
             statistics.median(x["other_p99_ms"] for x in rounds))
 
 
+def cpu_split(rounds):
+    """Where a paired target-1 run's CPU went, as medians over its rounds: what an image cost the
+    server's inference threads and raw ORT, and what a request cost the server's HTTP threads;
+    "" for records from before the bench measured it."""
+    def med(key):
+        vals = [x[key] for x in rounds if x.get(key) is not None]
+        return statistics.median(vals) if vals else None
+    ours, raw, http = (med("ours_cpu_ms_per_image"), med("other_cpu_ms_per_image"),
+                       med("ours_http_cpu_ms_per_request"))
+    if None in (ours, raw, http):
+        return ""
+    share = http / (ours + http)
+    return (f"; CPU per image: the server's inference threads {ours:.2f} ms vs raw {raw:.2f} ms "
+            f"({ours / raw:.2f}x), its HTTP threads {http * 1e3:.0f} us per request "
+            f"({share:.1%} of its CPU): with every core busy, at most {raw / (ours + http):.2f}x raw")
+
+
 def compute_share(raw, m):
     """How much of target 4's ratio is the model's own work: raw ORT time for every output
     (the whole graph) over logits only (the pruned graph classification runs), 1 session."""
@@ -164,7 +181,7 @@ def targets_section(raw, loads, pre, out):
                 f"| 1 | saturated HTTP >= {TARGETS['throughput_vs_raw']:.2f}x raw ORT best batch, "
                 f"**paired** | {m} | {len(rs)} alternating {pr['seconds']:.0f} s slices at c={pr['conns']} "
                 f"against raw batch {b['batch']} ({b['sessions']} session(s), {b['pool']} pool, same image): "
-                f"median **{pr['median_ratio']:.3f}x** (rounds {lo:.2f}-{hi:.2f}x) | "
+                f"median **{pr['median_ratio']:.3f}x** (rounds {lo:.2f}-{hi:.2f}x){cpu_split(rs)} | "
                 f"{ok(pr['median_ratio'] >= TARGETS['throughput_vs_raw'])} |")
         cls = pick(loads, server="rust", model=m, case="classify:model.jpg", tag="")
         for tag in tags:
