@@ -308,26 +308,28 @@ async fn concurrent_batch_sizes(h: &Harness, n: usize) -> Vec<usize> {
     sizes
 }
 
-#[tokio::test]
-async fn a_cpu_worker_batches_only_what_its_batch_budget_allows() {
-    // Every run takes 150 ms whatever its size: a 200 ms budget allows one image per batch.
-    let h = start(Duration::ZERO, Duration::from_millis(150), |a| {
+/// One worker, `--max-batch-size 8`, each run `run_ms` whatever its size, `--cpu-batch-budget-ms
+/// budget_ms`; returns once it is ready.
+async fn start_budgeted(run_ms: u64, budget_ms: u64) -> Harness {
+    let h = start(Duration::ZERO, Duration::from_millis(run_ms), |a| {
         a.max_batch_size = 8;
-        a.cpu_batch_budget_ms = 200;
+        a.cpu_batch_budget_ms = budget_ms;
     })
     .await;
     h.wait_ready().await;
+    h
+}
+
+#[tokio::test]
+async fn a_cpu_worker_batches_only_what_its_batch_budget_allows() {
+    // Every run takes 150 ms whatever its size: a 200 ms budget allows one image per batch.
+    let h = start_budgeted(150, 200).await;
     assert_eq!(worker_max_batch(&h.metrics().await), 1.0);
     assert_eq!(concurrent_batch_sizes(&h, 4).await, vec![1; 4]);
 
     // 45 ms a run: four fit (three if a loaded machine oversleeps both timed runs), and the
     // batches the queue forms stay within the cap.
-    let h = start(Duration::ZERO, Duration::from_millis(45), |a| {
-        a.max_batch_size = 8;
-        a.cpu_batch_budget_ms = 200;
-    })
-    .await;
-    h.wait_ready().await;
+    let h = start_budgeted(45, 200).await;
     let cap = worker_max_batch(&h.metrics().await);
     assert!((3.0..=4.0).contains(&cap), "{cap}");
     let sizes = concurrent_batch_sizes(&h, 12).await;
@@ -341,12 +343,7 @@ async fn a_cpu_worker_batches_only_what_its_batch_budget_allows() {
     );
 
     // Without a budget the same worker batches up to --max-batch-size.
-    let h = start(Duration::ZERO, Duration::from_millis(150), |a| {
-        a.max_batch_size = 8;
-        a.cpu_batch_budget_ms = 0;
-    })
-    .await;
-    h.wait_ready().await;
+    let h = start_budgeted(150, 0).await;
     assert_eq!(worker_max_batch(&h.metrics().await), 8.0);
     let sizes = concurrent_batch_sizes(&h, 4).await;
     assert!(

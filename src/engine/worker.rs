@@ -108,21 +108,18 @@ pub(crate) fn spawn(
                     ),
                 }
             }
+            let labels = [
+                info.name(),
+                &device.to_string(),
+                &config.worker_index.to_string(),
+            ];
             metrics
                 .warmup
-                .with_label_values(&[
-                    info.name(),
-                    &device.to_string(),
-                    &config.worker_index.to_string(),
-                ])
+                .with_label_values(&labels)
                 .set(started.elapsed().as_secs_f64());
             metrics
                 .worker_max_batch
-                .with_label_values(&[
-                    info.name(),
-                    &device.to_string(),
-                    &config.worker_index.to_string(),
-                ])
+                .with_label_values(&labels)
                 .set(config.max_batch as i64);
             status.ready.fetch_add(1, Ordering::SeqCst);
             tracing::info!(
