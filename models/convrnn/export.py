@@ -2,6 +2,10 @@
 
     python -m convrnn.export --arch rgc_intermediate --untrained --out build/rgc_intermediate.onnx
     python -m convrnn.export --arch rgc_fmnist --checkpoint runs/rgc_fmnist/best.pt --out rgc_fmnist.onnx
+    python -m convrnn.export --arch rgc_fmnist --from-onnx rgc_fmnist.onnx --out rgc_fmnist.onnx
+
+``--from-onnx`` re-exports an earlier export with this exporter: the weights come from its
+initializers (named after the PyTorch parameters), the metadata is kept.
 """
 from __future__ import annotations
 
@@ -76,6 +80,7 @@ def export_onnx(model: ConvRNN, out_path: str, metadata: dict, opset: int = 17,
     T = cfg["time"]["steps"]
     C, H, W = cfg["input"]["channels"], cfg["input"]["height"], cfg["input"]["width"]
     wrapper = _ExportWrapper(model).eval()
+    # N must not be 1: the unroll broadcasts its shared (batch-1) part where N differs
     dummy = torch.randn(2, T, C, H, W)
     out_names = ["logits"] + list(model.layer_names)
     dyn = {"frames": {0: "N"}}
@@ -153,6 +158,21 @@ def compare_ort(model: ConvRNN, path: str, batches=(1, 3), seed=0) -> float:
     return worst
 
 
+def load_onnx_weights(model: ConvRNN, path: str) -> None:
+    """Copy the weights of an earlier export (initializers ``model.<parameter>``) into
+    ``model``; every parameter and buffer must be found."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in onnx.load(path).graph.initializer}
+    state = model.state_dict()
+    missing = [k for k in state if "model." + k not in inits]
+    if missing:
+        raise KeyError("%s lacks weights for %s" % (path, ", ".join(missing)))
+    model.load_state_dict({k: torch.from_numpy(numpy_helper.to_array(inits["model." + k]).copy())
+                           for k in state})
+
+
 def read_metadata(path: str) -> dict:
     import onnx
     m = onnx.load(path, load_external_data=False)
@@ -169,6 +189,7 @@ def main(argv=None):
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--untrained", action="store_true", help="export freshly initialised weights")
     g.add_argument("--checkpoint", help="checkpoint written by train.py")
+    g.add_argument("--from-onnx", help="an earlier export of the same config: its weights and metadata")
     ap.add_argument("--name", help="metadata name (default: the config name)")
     ap.add_argument("--description")
     ap.add_argument("--trained-on", help="JSON object for metadata trained_on")
@@ -183,6 +204,13 @@ def main(argv=None):
         model.load_state_dict(ck["model"])
         trained_on = ck.get("trained_on")
         desc = a.description or ck.get("description") or model.cfg.get("description", "")
+    elif a.from_onnx:
+        model = build_model(a.arch, seed=None)
+        load_onnx_weights(model, a.from_onnx)
+        old = read_metadata(a.from_onnx)
+        trained_on = old.get("trained_on")
+        desc = a.description or old.get("description", "")
+        a.name = a.name or old.get("name")
     else:
         model = build_model(a.arch, seed=a.seed)
         trained_on = {"dataset": None, "test_top1": None}

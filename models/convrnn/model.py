@@ -242,18 +242,34 @@ class ConvRNN(nn.Module):
     # ---------------------------------------------------------------- unroll
     def forward(self, frames: torch.Tensor, return_layers: bool = True):
         """frames: [N, T, C, H, W] (normalised). Returns (logits [N,T,K],
-        {layer: [N,T,C_l,H_l,W_l]})."""
+        {layer: [N,T,C_l,H_l,W_l]}).
+
+        Before a node is image-driven (step < first_driven_step) its input, state and
+        feedback are the same for every image, so it runs once at batch 1 and is broadcast
+        (exact: no cell mixes samples). In an ONNX export that part depends on weights
+        only, and ONNX Runtime folds it into constants when it builds a session: a
+        classification then costs only the image-driven steps."""
         n = frames.shape[0]
         T = frames.shape[1]
-        prev = {lay.name: frames.new_zeros((n,) + lay.out_shape) for lay in self.layers}
-        states = {lay.name: lay.zero_state(n, frames) for lay in self.layers}
+        driven = self.first_driven_steps()
+        prev = {lay.name: frames.new_zeros((1,) + lay.out_shape) for lay in self.layers}
+        states = {lay.name: lay.zero_state(1, frames) for lay in self.layers}
         outs = {lay.name: [] for lay in self.layers}
         logits = []
         last = self.layers[-1].name
+
+        def batch(x):
+            return x if x.shape[0] == n else x.expand((n,) + tuple(x.shape[1:]))
+
         for t in range(T):
             new = {}
             for i, lay in enumerate(self.layers):
+                image_driven = t >= driven[lay.name]
                 x_in = frames[:, t] if i == 0 else prev[self.layers[i - 1].name]
+                state = states[lay.name]
+                if image_driven:  # from here on per image: broadcast what was shared
+                    x_in = batch(x_in)
+                    state = tuple(batch(s) for s in state)
                 fb = None
                 srcs = self.fb_sources[lay.name]
                 if srcs:
@@ -261,16 +277,18 @@ class ConvRNN(nn.Module):
                     parts = []
                     for s in srcs:
                         p = prev[s]
+                        if image_driven:
+                            p = batch(p)
                         if tuple(p.shape[-2:]) != tuple(size):
                             p = F.interpolate(p, size=tuple(int(v) for v in size),
                                               mode="bilinear", align_corners=True)
                         parts.append(p)
                     fb = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
-                y, states[lay.name] = lay(x_in, states[lay.name], fb)
+                y, states[lay.name] = lay(x_in, state, fb)
                 new[lay.name] = y
                 if return_layers:
-                    outs[lay.name].append(y)
-            logits.append(self.head(prev[last]))
+                    outs[lay.name].append(batch(y))
+            logits.append(batch(self.head(prev[last])))
             prev = new
         logits = torch.stack(logits, 1)
         if not return_layers:

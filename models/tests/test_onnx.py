@@ -90,3 +90,66 @@ def test_full_size_rgc_intermediate(tmp_path):
     assert got["time"]["steps"] == 17 and len(got["labels"]) == 1000
     assert [l["first_driven_step"] for l in got["layers"]] == list(range(10))
     assert compare_ort(m, path, batches=(1, 3)) <= 1e-4
+
+
+def convs_per_image(model, frames):
+    """Per Conv2d module: its calls on the whole batch in one eager forward (image-driven
+    steps), and all its calls (the others run once at batch 1)."""
+    driven, total = {}, {}
+
+    def count(name):
+        def hook(mod, inp, out):
+            total[name] = total.get(name, 0) + 1
+            if inp[0].shape[0] == frames.shape[0]:
+                driven[name] = driven.get(name, 0) + 1
+        return hook
+    hooks = [mod.register_forward_hook(count(name)) for name, mod in model.named_modules()
+             if isinstance(mod, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(frames)
+    for h in hooks:
+        h.remove()
+    return driven, total
+
+
+@pytest.mark.parametrize("arch", ["tiny_fixture", "rgc_intermediate_small"])
+def test_ort_folds_the_image_independent_part(arch, tmp_path):
+    """After ONNX Runtime's constant folding (basic level, at session creation) no weight is
+    applied more often than at the image-driven steps: the steps before a layer is
+    image-driven cost nothing per request. (Fewer is fine: the last step's cell state feeds
+    nothing and is dropped.)"""
+    import onnx
+    import onnxruntime as ort
+
+    m = build_model(arch).eval()
+    T = m.cfg["time"]["steps"]
+    inp = m.cfg["input"]
+    driven, total = convs_per_image(m, torch.zeros(2, T, inp["channels"], inp["height"], inp["width"]))
+    assert sum(driven.values()) < sum(total.values())
+    path = str(tmp_path / "m.onnx")
+    export_onnx(m, path, build_metadata(m), compare=False)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    applied = {}
+    for node in onnx.load(so.optimized_model_filepath).graph.node:
+        if node.op_type == "Conv":
+            applied[node.input[1]] = applied.get(node.input[1], 0) + 1
+    for name, calls in total.items():
+        weight = "model.%s.weight" % name
+        assert applied.get(weight, 0) <= driven.get(name, 0), (weight, applied.get(weight), driven.get(name))
+    assert sum(applied.values()) > 0.8 * sum(driven.values())
+
+
+def test_export_from_onnx_keeps_weights_and_metadata(tmp_path, models_dir):
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    m = build_model("tiny_fixture", seed=3).eval()
+    export_onnx(m, str(first), build_metadata(m, description="seed 3", trained_on={"dataset": "x"}),
+                compare=False)
+    r = subprocess.run([sys.executable, "-m", "convrnn.export", "--arch", "tiny_fixture",
+                        "--from-onnx", str(first), "--out", str(second)],
+                       cwd=models_dir, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert read_metadata(str(second)) == read_metadata(str(first))
+    assert compare_ort(m, str(second)) <= 1e-5   # seed 3's weights, not the CLI's seed 0

@@ -132,3 +132,44 @@ def test_readouts():
     assert torch.equal(th[0], logits[0, 2]) and torch.equal(th[1], logits[1, 3])  # first >= 0.5
     th = apply_readout(logits, "threshold", 1, threshold=0.999)   # never reached: argmax time
     assert torch.equal(th[0], logits[0, 2])
+
+
+def unroll_every_step_per_image(model, frames):
+    """The unroll without sharing: every node at every step at batch N (what forward did
+    before it computed the image-independent part once)."""
+    n = frames.shape[0]
+    prev = {lay.name: frames.new_zeros((n,) + lay.out_shape) for lay in model.layers}
+    states = {lay.name: lay.zero_state(n, frames) for lay in model.layers}
+    outs = {lay.name: [] for lay in model.layers}
+    logits = []
+    for t in range(frames.shape[1]):
+        new = {}
+        for i, lay in enumerate(model.layers):
+            x_in = frames[:, t] if i == 0 else prev[model.layers[i - 1].name]
+            fb = None
+            if model.fb_sources[lay.name]:
+                parts = [torch.nn.functional.interpolate(prev[s], size=tuple(x_in.shape[-2:]),
+                                                         mode="bilinear", align_corners=True)
+                         if prev[s].shape[-2:] != x_in.shape[-2:] else prev[s]
+                         for s in model.fb_sources[lay.name]]
+                fb = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+            y, states[lay.name] = lay(x_in, states[lay.name], fb)
+            new[lay.name] = y
+            outs[lay.name].append(y)
+        logits.append(model.head(prev[model.layers[-1].name]))
+        prev = new
+    return torch.stack(logits, 1), {k: torch.stack(v, 1) for k, v in outs.items()}
+
+
+@pytest.mark.parametrize("arch", ["tiny_fixture", "rgc_fmnist", "rgc_intermediate_small",
+                                  "lstm_shallow_small", "gru_intermediate_small"])
+def test_sharing_the_undriven_part_is_exact(arch):
+    m = build_model(arch).eval()
+    f = frames_for(m, 3)
+    with torch.no_grad():
+        logits, layers = m(f)
+        ref_logits, ref_layers = unroll_every_step_per_image(m, f)
+    assert torch.allclose(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for name in m.layer_names:
+        assert layers[name].shape == ref_layers[name].shape
+        assert torch.allclose(layers[name], ref_layers[name], atol=1e-5, rtol=1e-5), name
