@@ -66,6 +66,14 @@ cargo bench --no-run --quiet --bench raw_ort --bench preprocess 2>&1 | grep -v '
 # --- Models and images ---------------------------------------------------------------------------
 FMNIST=models/rgc_fmnist.onnx
 INTER=${BENCH_INTERMEDIATE:-models/build/rgc_intermediate.onnx}
+# An export older than the model code is redone: the unroll's export graph has changed before
+# (steps before a layer is image-driven now run once at batch 1), and a stale file measures the
+# old graph.
+if [ -f "$INTER" ] && [ -z "${BENCH_INTERMEDIATE:-}" ] \
+  && [ -n "$(find models/convrnn -name '*.py' -newer "$INTER" | head -1)" ]; then
+  log "$INTER is older than models/convrnn: exporting it again"
+  rm -f "$INTER"
+fi
 if [ ! -f "$INTER" ] && ! skip intermediate; then
   if [ -x models/.venv/bin/python ]; then
     log "exporting rgc_intermediate (untrained) to $INTER"
