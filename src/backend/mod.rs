@@ -2,6 +2,7 @@
 //! these outputs". The engine is written against [`Backend`] so it can be tested with a fake; the
 //! real implementation is ONNX Runtime ([`ort`](self::ort)).
 
+pub mod heap;
 pub mod ort;
 
 use std::fmt;

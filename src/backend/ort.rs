@@ -259,11 +259,16 @@ fn build_session(
             }
         }
     }
-    match source {
+    let session = match source {
         Source::File(path) => builder.commit_from_file(path),
         Source::Memory(_, bytes) => builder.commit_from_memory(bytes),
     }
-    .map_err(&err)
+    .map_err(&err)?;
+    // What optimising the graph allocated and freed would otherwise stay in this thread's malloc
+    // arena while the next session is built beside it (heap.rs): returning it at once keeps the
+    // start-up peak near what the sessions hold.
+    super::heap::release_freed_memory();
+    Ok(session)
 }
 
 fn tensor_infos(outlets: &[ort::value::Outlet]) -> Vec<TensorInfo> {
