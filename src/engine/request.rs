@@ -31,13 +31,14 @@ pub struct Stimulus {
 }
 
 impl Stimulus {
-    /// Writes the movie `[T, C, H, W]` into `out` (which has exactly that length).
+    /// Writes the movie `[T, C, H, W]` into `out` (which has exactly that length), every value of
+    /// it: the worker reuses its input buffer without clearing it. Steps past the schedule are
+    /// blank.
     pub fn write_movie(&self, out: &mut [f32], frame_len: usize, blank_value: f32) {
-        for (t, source) in self.schedule.iter().enumerate() {
-            let dst = &mut out[t * frame_len..(t + 1) * frame_len];
-            match source {
-                FrameSource::Frame(i) => dst.copy_from_slice(&self.frames[*i]),
-                FrameSource::Blank => dst.fill(blank_value),
+        for (t, dst) in out.chunks_mut(frame_len).enumerate() {
+            match self.schedule.get(t) {
+                Some(FrameSource::Frame(i)) => dst.copy_from_slice(&self.frames[*i]),
+                Some(FrameSource::Blank) | None => dst.fill(blank_value),
             }
         }
     }
@@ -85,5 +86,32 @@ impl WorkItem {
     /// pruned to them (`model::prune`); batches never mix the two kinds.
     pub fn logits_only(&self) -> bool {
         only_logits(&self.outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worker reuses its input buffer between batches without clearing it, so every value
+    /// must be written, whatever was there before.
+    #[test]
+    fn write_movie_overwrites_a_dirty_buffer() {
+        let frame_len = 3;
+        let stimulus = Stimulus {
+            frames: vec![Arc::new(vec![1.0, 2.0, 3.0]), Arc::new(vec![4.0, 5.0, 6.0])],
+            schedule: vec![
+                FrameSource::Frame(1),
+                FrameSource::Blank,
+                FrameSource::Frame(0),
+            ],
+        };
+        let mut out = vec![f32::NAN; 4 * frame_len];
+        stimulus.write_movie(&mut out, frame_len, -0.5);
+        assert_eq!(
+            out,
+            [4.0, 5.0, 6.0, -0.5, -0.5, -0.5, 1.0, 2.0, 3.0, -0.5, -0.5, -0.5],
+            "steps past the schedule are blank"
+        );
     }
 }
