@@ -108,9 +108,6 @@ pub(crate) fn spawn(
                     ),
                 }
             }
-            // Building and warming the sessions left hundreds of megabytes that ONNX Runtime
-            // freed in glibc's arenas; hand them back before reporting ready (backend/heap.rs).
-            crate::backend::heap::release_freed_memory();
             let labels = [
                 info.name(),
                 &device.to_string(),
