@@ -12,6 +12,8 @@ and its children) during each run, and appends one JSON line per run to --out.
     python benches/load.py paired --against raw --raw-dir bench-results/<run> --model ... \
         --concurrency 128 --rounds 6 --seconds 8
     python benches/load.py paired --against python --model ... --concurrency 32 --rounds 6
+    python benches/load.py paired --against raw-latency --raw-dir bench-results/<run> --model ... \
+        --concurrency 1 --rounds 6 --seconds 12
 
 `paired` measures one target's two sides in alternating slices (A B B A A B ...) instead of one
 after the other: these shared machines drift by 10-20% within minutes, more than the margins
@@ -21,7 +23,9 @@ as input; `--against python` alternates wrk against our server and the Python re
 both up for the whole run; `--against python-pruned` does the same with the reference running
 the graph pruned to the logits (REF_PRUNE=1, as our classification does), which separates what
 pruning gains from what the serving path gains. Each round's ratio, and their median, go into
-one record.
+one record. `--against raw-latency` is target 2's pair: wrk at --concurrency (1: one request at
+a time on one keep-alive connection) against raw ORT at batch 1 in the layout with the lowest
+batch-1 p50 in --raw-dir; each round's p50 difference, and their median, go into the record.
 
 Cases are `ENDPOINT:IMAGE` with ENDPOINT one of classify, npz (activations, all layers x all
 steps, Accept: application/x-npz), json (the same activations as JSON), and IMAGE one of
@@ -213,7 +217,7 @@ def emit(out: str, rec: dict):
     with open(out, "a") as f:
         f.write(json.dumps(rec) + "\n")
     keys = ("server", "model", "case", "conns", "ok_rps", "lat_p50_ms", "lat_p99_ms", "non2xx",
-            "rss_max_mib", "median_ratio")
+            "rss_max_mib", "median_ratio", "median_p50_diff_ms")
     print("  ".join(f"{k}={rec.get(k)}" for k in keys), flush=True)
 
 
@@ -265,8 +269,10 @@ def main():
     ap.add_argument("--connections", type=int, default=2048)
     ap.add_argument("--overload-case", default="classify:camera.jpg")
     # paired
-    ap.add_argument("--against", choices=["raw", "python", "python-pruned"], default="raw",
-                    help="python-pruned: the reference on the graph pruned to logits (REF_PRUNE=1)")
+    ap.add_argument("--against", choices=["raw", "raw-latency", "python", "python-pruned"],
+                    default="raw",
+                    help="python-pruned: the reference on the graph pruned to logits (REF_PRUNE=1); "
+                         "raw-latency: p50 at --concurrency against raw batch 1 (target 2)")
     ap.add_argument("--raw-dir", help="folder with the raw part's raw-<model>-logits-*.json")
     ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
@@ -312,7 +318,7 @@ def rust_flags(args) -> list[str]:
             *args.extra_flags.split()]
 
 
-def run_raw(model: str, best: dict, image: str, seconds: float) -> float:
+def run_raw(model: str, best: dict, image: str, seconds: float) -> dict:
     fd, out = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     cmd = ["cargo", "bench", "--quiet", "--bench", "raw_ort", "--", "--model", model,
@@ -340,9 +346,10 @@ def paired(args, meta: dict, base: str, log: str):
     try:
         wait_ready(f"{base}/health/ready", proc)
         post_once(url, body, ctype, accept)
-        if args.against == "raw":
-            # The same ceiling the report judges target 1 against.
-            best = report.raw_ceiling(report.load_raw(args.raw_dir), meta["name"])
+        if args.against in ("raw", "raw-latency"):
+            # The same reference the report judges target 1 (or 2) against.
+            pick_raw = report.raw_ceiling if args.against == "raw" else report.raw_batch1
+            best = pick_raw(report.load_raw(args.raw_dir), meta["name"])
             if best is None:
                 raise RuntimeError(f"no raw results for {meta['name']} in {args.raw_dir}: "
                                    "run the raw part first")
@@ -350,7 +357,8 @@ def paired(args, meta: dict, base: str, log: str):
 
             def other() -> dict:
                 row = run_raw(args.model, best, body, args.seconds)
-                return {"ok_rps": row["images_per_s"], "cpu_ms_per_image": row.get("cpu_ms_per_image")}
+                return {"ok_rps": row["images_per_s"], "cpu_ms_per_image": row.get("cpu_ms_per_image"),
+                        "lat_p50_ms": row["p50_ms"]}
         else:
             py_port = free_port()
             py_base = f"http://127.0.0.1:{py_port}"
@@ -386,16 +394,24 @@ def paired(args, meta: dict, base: str, log: str):
             res = {name: fn() for name, fn in order}
             o, t = res["ours"], res["other"]
             rounds.append({"ours_rps": o["ok_rps"], "ours_p99_ms": o.get("lat_p99_ms"),
+                           "ours_p50_ms": o.get("lat_p50_ms"), "other_p50_ms": t.get("lat_p50_ms"),
                            "ours_non2xx": o.get("non2xx"), "other_rps": t["ok_rps"],
                            "other_p99_ms": t.get("lat_p99_ms"), "other_non2xx": t.get("non2xx"),
                            "ratio": o["ok_rps"] / t["ok_rps"] if t["ok_rps"] else None,
                            "ours_cpu_ms_per_image": o.get("cpu_ms_per_image"),
                            "ours_http_cpu_ms_per_request": o.get("http_cpu_ms_per_request"),
                            "other_cpu_ms_per_image": t.get("cpu_ms_per_image")})
-            print(f"  round {i + 1}: ours {o['ok_rps']:.1f} vs {args.against} {t['ok_rps']:.1f} "
-                  f"= {rounds[-1]['ratio']:.3f}x", flush=True)
+            if args.against == "raw-latency":
+                rounds[-1]["p50_diff_ms"] = o["lat_p50_ms"] - t["lat_p50_ms"]
+                print(f"  round {i + 1}: ours p50 {o['lat_p50_ms']:.2f} ms vs raw batch 1 "
+                      f"{t['lat_p50_ms']:.2f} ms = {rounds[-1]['p50_diff_ms']:+.2f} ms", flush=True)
+            else:
+                print(f"  round {i + 1}: ours {o['ok_rps']:.1f} vs {args.against} {t['ok_rps']:.1f} "
+                      f"= {rounds[-1]['ratio']:.3f}x", flush=True)
         rec["rounds"] = rounds
         rec["median_ratio"] = statistics.median(r["ratio"] for r in rounds if r["ratio"] is not None)
+        if args.against == "raw-latency":
+            rec["median_p50_diff_ms"] = statistics.median(r["p50_diff_ms"] for r in rounds)
         emit(args.out, rec)
     finally:
         for p in procs:

@@ -51,6 +51,12 @@ def raw_ceiling(raw, model):
     return max(rows, key=lambda x: x["images_per_s"]) if rows else None
 
 
+def raw_batch1(raw, model):
+    """The reference of target 2: the lowest batch-1 p50 over every session layout measured."""
+    rows = [x for x in raw_rows(raw, model) if x["batch"] == 1]
+    return min(rows, key=lambda x: x["p50_ms"]) if rows else None
+
+
 def load(run: str):
     raw, loads, pre = load_raw(run), [], {}
     for p in glob.glob(os.path.join(run, "*.jsonl")):
@@ -194,6 +200,18 @@ def targets_section(raw, loads, pre, out):
                     f"| 2 | no-load p50 <= raw batch-1 + {TARGETS['latency_overhead_ms']:.0f} ms | {label} | "
                     f"{c1['lat_p50_ms']:.2f} ms vs raw {b1['p50_ms']:.2f} ms = **+{over:.2f} ms** | "
                     f"{ok(over <= TARGETS['latency_overhead_ms'])} |")
+        for pr in pick(loads, server="paired", model=m, against="raw-latency", tag=""):
+            b, rs = pr["raw"], pr["rounds"]
+            diffs = [x["p50_diff_ms"] for x in rs]
+            over = pr["median_p50_diff_ms"]
+            out.append(
+                f"| 2 | no-load p50 <= raw batch-1 + {TARGETS['latency_overhead_ms']:.0f} ms, **paired** | {m} | "
+                f"{len(rs)} alternating {pr['seconds']:.0f} s slices at c={pr['conns']} against raw batch 1 "
+                f"({b['sessions']} session(s), {b['pool']} pool, same image): median p50 "
+                f"{statistics.median(x['ours_p50_ms'] for x in rs):.2f} vs "
+                f"{statistics.median(x['other_p50_ms'] for x in rs):.2f} ms, median difference "
+                f"**{over:+.2f} ms** (rounds {min(diffs):+.2f} to {max(diffs):+.2f} ms) | "
+                f"{ok(over <= TARGETS['latency_overhead_ms'])} |")
         py32s = pick(loads, server="python", model=m, case="classify:model.jpg", conns=32)
         py32 = max(py32s, key=lambda x: x["ok_rps"]) if py32s else None  # its best settings
         for tag in tags:
@@ -342,16 +360,30 @@ def paired_section(loads, out):
     out.append("### Paired measurements (alternating slices, `load.py paired`)\n")
     out.append("Each round runs both sides back to back, in the order A B, then B A, so that the "
                "machine's drift over minutes falls on both alike.\n")
-    out.append("| model | against | c | round | ours req/s | theirs req/s | ratio | ours p99 ms | theirs p99 ms |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for pr in prs:
+    rate_prs = [pr for pr in prs if pr["against"] != "raw-latency"]
+    if rate_prs:
+        out.append("| model | against | c | round | ours req/s | theirs req/s | ratio | ours p99 ms | theirs p99 ms |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for pr in rate_prs:
         theirs = (f"raw b{pr['raw']['batch']} x{pr['raw']['sessions']} {pr['raw']['pool']}"
-                  if pr["against"] == "raw" else "python")
+                  if pr["against"] == "raw" else pr["against"])
         for i, r in enumerate(pr["rounds"], 1):
             out.append(f"| {pr['model']} | {theirs} | {pr['conns']} | {i} | {r['ours_rps']:.1f} | "
                        f"{r['other_rps']:.1f} | {r['ratio']:.3f} | {fmt(r['ours_p99_ms'])} | "
                        f"{fmt(r['other_p99_ms'])} |")
     out.append("")
+    lat = [pr for pr in prs if pr["against"] == "raw-latency"]
+    if lat:
+        out.append("Target 2, paired: the server's p50 at c=1 (wrk, one keep-alive connection) and "
+                   "raw ORT's batch-1 p50 (`benches/raw_ort.rs`) in alternating slices.\n")
+        out.append("| model | against | round | ours p50 ms | raw p50 ms | difference ms |")
+        out.append("|---|---|---:|---:|---:|---:|")
+        for pr in lat:
+            theirs = f"raw b1 x{pr['raw']['sessions']} {pr['raw']['pool']}"
+            for i, r in enumerate(pr["rounds"], 1):
+                out.append(f"| {pr['model']} | {theirs} | {i} | {r['ours_p50_ms']:.2f} | "
+                           f"{r['other_p50_ms']:.2f} | {r['p50_diff_ms']:+.2f} |")
+        out.append("")
     out.append("```")
     for pr in prs:
         out.append(f"# paired / {pr['model']} / against {pr['against']}\n{pr['server_cmd']}")
