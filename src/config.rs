@@ -104,6 +104,15 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVRNN_MAX_JSON_VALUES", default_value_t = 2_000_000)]
     pub max_json_values: usize,
 
+    /// Threads of the async runtime that serves HTTP (0 = one per four cores, at least one).
+    /// They parse requests, decode small images and write answers: ~60-150 us of CPU a request
+    /// on a 2-core VM, against 0.5 ms or more of inference. More of them only take turns with
+    /// the inference threads on the same cores: on 2 cores, 1 instead of 2 cut their CPU a
+    /// request by 10-30% and their context switches by half (docs/benchmarks.md, finding 24).
+    /// Large images are decoded on a separate blocking pool whatever this is.
+    #[arg(long, env = "CONVRNN_HTTP_THREADS", default_value_t = 0)]
+    pub http_threads: usize,
+
     /// Intra-op threads: of the shared pool (0 = one per core), or of each CPU worker's session
     /// with `adaptive` and `per-session` (0 = cores / CPU sessions).
     #[arg(long, env = "CONVRNN_INTRA_THREADS", default_value_t = 0)]
@@ -232,6 +241,16 @@ pub fn parse_devices(spec: &str, cuda_devices: &[i32]) -> Result<Vec<Device>, St
     }
 }
 
+/// Worker threads of the async runtime: `requested`, or for 0 a quarter of `cores` (at least
+/// one); see `ServeArgs::http_threads`.
+pub fn http_threads(requested: usize, cores: usize) -> usize {
+    if requested > 0 {
+        requested
+    } else {
+        (cores / 4).max(1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +268,15 @@ mod tests {
         );
         assert!(parse_devices("tpu", &[]).is_err());
         assert!(parse_devices("cuda:x", &[]).is_err());
+    }
+
+    #[test]
+    fn http_threads_default_to_a_quarter_of_the_cores() {
+        assert_eq!(http_threads(0, 1), 1);
+        assert_eq!(http_threads(0, 2), 1);
+        assert_eq!(http_threads(0, 8), 2);
+        assert_eq!(http_threads(0, 64), 16);
+        assert_eq!(http_threads(3, 2), 3);
     }
 
     #[test]

@@ -223,6 +223,53 @@ async fn classify_answers_the_same_for_raw_multipart_and_json() {
 }
 
 #[tokio::test]
+async fn large_answers_hold_every_image_in_order() {
+    // 40 images x all layers x all steps: 102K values, an answer built off the async threads.
+    let s = TestServer::start(|_| {}).await;
+    let images: Vec<Vec<u8>> = (0..40).map(|i| png(16, 16, i)).collect();
+    let encoded: Vec<String> = images
+        .iter()
+        .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+        .collect();
+    let reference = reference_outputs(&images[37]);
+    for accept in ["application/x-npz", "application/json"] {
+        let resp = s
+            .client
+            .post(activations_url(&s, "?layers=all"))
+            .header("accept", accept)
+            .json(&serde_json::json!({ "images": encoded }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{accept}");
+        let conv1 = &reference.iter().find(|(n, _)| n == "conv1").unwrap().1;
+        let got: Vec<f32> = if accept == "application/json" {
+            let json: Value = resp.json().await.unwrap();
+            assert_eq!(
+                json["layers"]["conv1"]["shape"],
+                serde_json::json!([40, 6, 4, 8, 8])
+            );
+            json["layers"]["conv1"]["data"][37]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|t| t.as_array().unwrap().iter())
+                .flat_map(|c| c.as_array().unwrap().iter())
+                .flat_map(|r| r.as_array().unwrap().iter())
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        } else {
+            let arrays = read_npz(&resp.bytes().await.unwrap());
+            assert_eq!(arrays["conv1"].0, vec![40, 6, 4, 8, 8]);
+            f32s(&arrays["conv1"].2)[37 * conv1.len()..38 * conv1.len()].to_vec()
+        };
+        let diff = max_abs_diff(&got, conv1);
+        assert!(diff <= 1e-5, "{accept}: image 37 max abs diff {diff}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn activations_equal_onnx_runtime_outputs() {
     let s = TestServer::start(|_| {}).await;
     let image = jpeg(64, 48, 3);
