@@ -436,7 +436,12 @@ pub async fn activations(
             HeaderValue::from_static("attachment; filename=\"activations.npz\""),
         );
     }
-    let body = if values > INLINE_BODY_VALUES {
+    let inline_up_to = if npz {
+        INLINE_NPZ_VALUES
+    } else {
+        INLINE_JSON_VALUES
+    };
+    let body = if values > inline_up_to {
         // Tens of milliseconds of copying or number formatting: off the async threads, which
         // serve every other connection (and the health probes) meanwhile.
         tokio::task::spawn_blocking(move || body(npz, &info, &results, &selection, &time_ms))
@@ -449,9 +454,12 @@ pub async fn activations(
 }
 
 /// Answers up to this many values are built on the async thread, where the hand-off to the
-/// blocking pool would cost about as much as the work (rgc_fmnist, all layers x steps of one
-/// image: 44K values, a 175 KB npz).
-const INLINE_BODY_VALUES: usize = 64 * 1024;
+/// blocking pool would cost about as much as the work: an npz answer is a copy (rgc_fmnist, all
+/// layers x steps of one image: 44K values, a 175 KB npz, ~20 us), JSON formats every number
+/// (~50 ns each: 2 ms for the same answer, which on one async thread capped JSON answers at
+/// ~500/s in run `final10`).
+const INLINE_NPZ_VALUES: usize = 64 * 1024;
+const INLINE_JSON_VALUES: usize = 4 * 1024;
 
 fn body(
     npz: bool,
