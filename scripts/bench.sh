@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark of docs/benchmarks.md side by side and writes the report and the plot.
 #
-#   scripts/bench.sh                 # everything (40-55 min on 2 cores)
+#   scripts/bench.sh                 # everything (43-75 min on 2 cores)
 #   BENCH_QUICK=1 scripts/bench.sh   # short runs to check the tooling (a few minutes)
 #
 # Environment:
