@@ -459,7 +459,7 @@ pub async fn activations(
 /// (~50 ns each: 2 ms for the same answer, which on one async thread capped JSON answers at
 /// ~500/s in run `final10`).
 const INLINE_NPZ_VALUES: usize = 64 * 1024;
-const INLINE_JSON_VALUES: usize = 4 * 1024;
+pub(crate) const INLINE_JSON_VALUES: usize = 4 * 1024;
 
 fn body(
     npz: bool,

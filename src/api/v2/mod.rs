@@ -428,7 +428,25 @@ async fn infer(
         id: req.id,
         outputs: response_outputs,
     };
-    let (body, header_len) = protocol::encode_response(&response, &binary_parts).map_err(|e| {
+    let json_values: usize = response
+        .outputs
+        .iter()
+        .filter_map(|o| o.data.as_ref().map(Vec::len))
+        .sum();
+    let encode = move || protocol::encode_response(&response, &binary_parts);
+    // Formatting numbers as JSON takes ~50 ns each: large answers are built on the blocking
+    // pool, not on the async threads that serve every other connection (as activations do).
+    let encoded = if json_values > crate::api::activations::INLINE_JSON_VALUES {
+        tokio::task::spawn_blocking(encode).await.map_err(|e| {
+            V2Error::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding the response failed: {e}"),
+            )
+        })?
+    } else {
+        encode()
+    };
+    let (body, header_len) = encoded.map_err(|e| {
         V2Error::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding the response: {e}"),
