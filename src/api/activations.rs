@@ -13,7 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::classify::presentation_from;
 use super::error::{ApiError, ErrorBody};
 use super::input::{merge_options, ImagePayload};
-use super::pipeline::{model_info, run_images, timing_headers};
+use super::pipeline::{
+    model_info, off_the_async_threads, run_images, timing_headers, INLINE_JSON_VALUES,
+    INLINE_NPZ_VALUES,
+};
 use super::selection::{Pool, Selection};
 use super::AppState;
 use crate::engine::ItemResult;
@@ -441,25 +444,13 @@ pub async fn activations(
     } else {
         INLINE_JSON_VALUES
     };
-    let body = if values > inline_up_to {
-        // Tens of milliseconds of copying or number formatting: off the async threads, which
-        // serve every other connection (and the health probes) meanwhile.
-        tokio::task::spawn_blocking(move || body(npz, &info, &results, &selection, &time_ms))
-            .await
-            .map_err(|e| ApiError::Internal(format!("building the answer failed: {e}")))??
-    } else {
-        body(npz, &info, &results, &selection, &time_ms)?
-    };
+    let body = off_the_async_threads(values <= inline_up_to, move || {
+        body(npz, &info, &results, &selection, &time_ms)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("building the answer failed: {e}")))??;
     Ok((headers, body).into_response())
 }
-
-/// Answers up to this many values are built on the async thread, where the hand-off to the
-/// blocking pool would cost about as much as the work: an npz answer is a copy (rgc_fmnist, all
-/// layers x steps of one image: 44K values, a 175 KB npz, ~20 us), JSON formats every number
-/// (~50 ns each: 2 ms for the same answer, which on one async thread capped JSON answers at
-/// ~500/s in run `final10`).
-const INLINE_NPZ_VALUES: usize = 64 * 1024;
-pub(crate) const INLINE_JSON_VALUES: usize = 4 * 1024;
 
 fn body(
     npz: bool,

@@ -59,6 +59,28 @@ fn decode_permits() -> &'static Semaphore {
     })
 }
 
+/// Answers up to this many values are built on the async thread, where the hand-off to the
+/// blocking pool would cost about as much as the work: an npz answer is a copy (rgc_fmnist, all
+/// layers x steps of one image: 44K values, a 175 KB npz, ~20 us), JSON formats every number
+/// (~50 ns each: 2 ms for the same answer, which on one async thread capped JSON answers at
+/// ~500/s in run `final10`, docs/benchmarks.md finding 24).
+pub const INLINE_NPZ_VALUES: usize = 64 * 1024;
+pub const INLINE_JSON_VALUES: usize = 4 * 1024;
+
+/// Runs CPU-bound `work` (building an answer) in place when `inline`, else on the blocking
+/// pool, so that tens of milliseconds of copying or number formatting do not hold up the async
+/// threads, which serve every other connection and the health probes meanwhile.
+pub async fn off_the_async_threads<T: Send + 'static>(
+    inline: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if inline {
+        Ok(work())
+    } else {
+        tokio::task::spawn_blocking(work).await
+    }
+}
+
 /// Images up to this many pixels (by their header) are decoded on the async worker itself: a
 /// 28x28 JPEG decodes in microseconds, less than the hand-off to a blocking thread and back.
 const INLINE_DECODE_PIXELS: u64 = 128 * 128;

@@ -34,7 +34,9 @@ use axum::{Json, Router};
 use serde_json::{Map, Value};
 
 use super::input::ImagePayload;
-use super::pipeline::{model_info, run_images, timing_headers};
+use super::pipeline::{
+    model_info, off_the_async_threads, run_images, timing_headers, INLINE_JSON_VALUES,
+};
 use super::AppState;
 use crate::engine::{FrameSource, ItemResult, Stimulus};
 use crate::model::{ModelInfo, INPUT_NAME};
@@ -433,19 +435,16 @@ async fn infer(
         .iter()
         .filter_map(|o| o.data.as_ref().map(Vec::len))
         .sum();
-    let encode = move || protocol::encode_response(&response, &binary_parts);
-    // Formatting numbers as JSON takes ~50 ns each: large answers are built on the blocking
-    // pool, not on the async threads that serve every other connection (as activations do).
-    let encoded = if json_values > crate::api::activations::INLINE_JSON_VALUES {
-        tokio::task::spawn_blocking(encode).await.map_err(|e| {
-            V2Error::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("encoding the response failed: {e}"),
-            )
-        })?
-    } else {
-        encode()
-    };
+    let encoded = off_the_async_threads(json_values <= INLINE_JSON_VALUES, move || {
+        protocol::encode_response(&response, &binary_parts)
+    })
+    .await
+    .map_err(|e| {
+        V2Error::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the response failed: {e}"),
+        )
+    })?;
     let (body, header_len) = encoded.map_err(|e| {
         V2Error::new(
             StatusCode::INTERNAL_SERVER_ERROR,
