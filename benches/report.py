@@ -164,8 +164,8 @@ def targets_section(raw, loads, pre, out):
     out.append("| # | target | model | measured | verdict |")
     out.append("|---|---|---|---|---|")
     for m in models_in(raw, loads):
-        rows = raw_rows(raw, m)
         best = raw_ceiling(raw, m)
+        b1 = raw_batch1(raw, m)
         # Untagged runs use the server flags the targets are judged on; tagged ones (another
         # thread layout) are reported beside them.
         tags = tags_of(loads, m)
@@ -192,8 +192,7 @@ def targets_section(raw, loads, pre, out):
         cls = pick(loads, server="rust", model=m, case="classify:model.jpg", tag="")
         for tag in tags:
             c1 = one(loads, server="rust", model=m, case="classify:model.jpg", conns=1, tag=tag)
-            if rows and c1:
-                b1 = min((x for x in rows if x["batch"] == 1), key=lambda x: x["p50_ms"])
+            if b1 and c1:
                 over = c1["lat_p50_ms"] - b1["p50_ms"]
                 label = f"{m} ({tag})" if tag else m
                 out.append(
