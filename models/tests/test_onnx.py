@@ -11,7 +11,7 @@ import torch
 
 from convrnn import build_model, list_archs
 from convrnn.contract import validate
-from convrnn.export import build_metadata, compare_ort, export_onnx, read_metadata
+from convrnn.export import build_metadata, compare_ort, elu_as_elementwise, export_onnx, read_metadata
 
 EXPORTED = [a for a in list_archs() if a.endswith("_small") or a.endswith("_fmnist") or a == "tiny_fixture"]
 
@@ -153,3 +153,38 @@ def test_export_from_onnx_keeps_weights_and_metadata(tmp_path, models_dir):
     assert r.returncode == 0, r.stderr
     assert read_metadata(str(second)) == read_metadata(str(first))
     assert compare_ort(m, str(second)) <= 1e-5   # seed 3's weights, not the CLI's seed 0
+
+
+def test_elu_rewrite_computes_elu():
+    """The elementwise form that replaces ONNX Runtime's slow Elu kernel, alone on values from
+    far below the exponent's underflow to large positives, against PyTorch's ELU."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    x = np.concatenate([np.linspace(-120, 120, 20001), [0.0, -0.0, 1e-30, -1e-30, 1e-7, -1e-7, -1e-3],
+                        np.geomspace(1e-6, 10, 2000) * -1]).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Elu", ["x"], ["y"], alpha=1.0)], "elu",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(x)])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [len(x)])])
+    assert elu_as_elementwise(g) == 1
+    assert [n.op_type for n in g.node] == ["Min", "Exp", "Sub", "Max"]
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(["y"], {"x": x})[0]
+    want = torch.nn.functional.elu(torch.from_numpy(x)).numpy()
+    assert np.array_equal(got[x > 0], x[x > 0])
+    assert np.abs(got - want).max() <= 2 ** -23
+
+
+def test_export_has_no_elu_node(tmp_path):
+    import onnx
+
+    m = build_model("tiny_fixture", seed=1).eval()
+    path = str(tmp_path / "m.onnx")
+    export_onnx(m, path, build_metadata(m), compare=False)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert "Elu" not in ops and ops.count("Exp") > 0
+    assert compare_ort(m, path, batches=(1, 3)) <= 1e-5
