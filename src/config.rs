@@ -241,6 +241,13 @@ pub fn parse_devices(spec: &str, cuda_devices: &[i32]) -> Result<Vec<Device>, St
     }
 }
 
+/// The cores this process may use. `available_parallelism` honours cgroup CPU quotas (a
+/// Kubernetes CPU limit), unlike ONNX Runtime's own default of one thread per physical core of
+/// the node; every thread count the server derives starts from this one number.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Worker threads of the async runtime: `requested`, or for 0 a quarter of `cores` (at least
 /// one); see `ServeArgs::http_threads`.
 pub fn http_threads(requested: usize, cores: usize) -> usize {

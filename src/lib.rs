@@ -98,11 +98,7 @@ pub fn resolve_devices(spec: &str) -> anyhow::Result<Vec<Device>> {
 
 /// Builds the engine for `args`: loads models, picks devices and thread counts, starts workers.
 pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine>> {
-    // available_parallelism honours cgroup CPU quotas (a Kubernetes CPU limit), unlike ONNX
-    // Runtime's own default of one thread per physical core of the node.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = config::available_cores();
     let pool = args.cpu_thread_pool;
     let runtime = ort_backend::RuntimeOptions {
         // The shared pool's size does not depend on the number of sessions.

@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format == "json");
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cores = convrnn_serve::config::available_cores();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(convrnn_serve::config::http_threads(
                     args.http_threads,

@@ -50,13 +50,7 @@ pub fn preprocess_spec(info: &ModelInfo) -> Result<Preprocess, ApiError> {
 /// Requests decoding at once, process-wide: one per core.
 fn decode_permits() -> &'static Semaphore {
     static PERMITS: OnceLock<Semaphore> = OnceLock::new();
-    PERMITS.get_or_init(|| {
-        Semaphore::new(
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-        )
-    })
+    PERMITS.get_or_init(|| Semaphore::new(crate::config::available_cores()))
 }
 
 /// Answers up to this many values are built on the async thread, where the hand-off to the

@@ -217,9 +217,7 @@ fn build_session(
     match device {
         Device::Cpu => {
             let threads = if options.intra_threads == 0 {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
+                crate::config::available_cores()
             } else {
                 options.intra_threads
             };
