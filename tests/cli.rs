@@ -43,7 +43,7 @@ fn inspect_prints_metadata_layers_and_shapes() {
         .unwrap();
     let text = String::from_utf8(committed.stdout).unwrap();
     assert!(
-        text.contains("logits-only: 703 of 1028 nodes"),
+        text.contains("logits-only: 655 of 980 nodes"),
         "inspect should say what classification runs on:\n{text}"
     );
     let bad = Command::new(BIN)

@@ -4,8 +4,8 @@
 //! asks for: on the committed model a batch that asks only for `logits` takes as long as one that
 //! asks for everything (docs/benchmarks.md, finding 17). An unrolled ConvRNN computes every layer
 //! at every step for its `[N,T,C,H,W]` activation output, but the logits at step t only reach
-//! back to layer l at step t - (depth - l): on `rgc_fmnist` 325 of 1028 nodes, on
-//! `rgc_intermediate` 3452 of 11106, feed nothing but activation outputs. Classification runs on
+//! back to layer l at step t - (depth - l): on `rgc_fmnist` 325 of 980 nodes, on
+//! `rgc_intermediate` 3452 of 10719, feed nothing but activation outputs. Classification runs on
 //! a session built from the graph pruned here to `logits`; its results are the same bits. (The
 //! steps before a layer is image-driven are computed at batch 1 in the file and folded into
 //! constants by ONNX Runtime when it builds a session: models/convrnn/model.py `forward`.)
@@ -509,7 +509,7 @@ mod tests {
         let p = prune_to_outputs(&bytes, &[crate::model::LOGITS_NAME]).unwrap();
         // 4 layers x 8 steps: layer l feeds the logits up to step 4 + l only (each edge costs a
         // step), so the later steps of the lower layers and the layer outputs' concats go.
-        assert_eq!((p.nodes_before, p.nodes_after), (1028, 703));
+        assert_eq!((p.nodes_before, p.nodes_after), (980, 655));
         assert!(p.bytes.len() < bytes.len());
         assert_eq!(names(&graph_of(&p.bytes), field::GRAPH_OUTPUT), ["logits"]);
     }
