@@ -128,6 +128,17 @@ def export_onnx(model: ConvRNN, out_path: str, metadata: dict, opset: int = 17,
 ELU_ZERO, ELU_ONE = "convrnn.elu.zero", "convrnn.elu.one"
 
 
+def input_driven(graph) -> set:
+    """Names of the tensors that depend on a graph input (the frames); the rest depend on
+    weights alone, which ONNX Runtime folds into constants when it builds a session. Nodes are
+    stored in topological order, so one pass finds them."""
+    driven = {i.name for i in graph.input} - {t.name for t in graph.initializer}
+    for node in graph.node:
+        if any(name in driven for name in node.input):
+            driven.update(node.output)
+    return driven
+
+
 def elu_as_elementwise(graph) -> int:
     """Rewrites every ``Elu`` (alpha 1, as ``F.elu``) that depends on a graph input as
     ``Max(x, Exp(Min(x, 0)) - 1)``.
@@ -147,17 +158,18 @@ def elu_as_elementwise(graph) -> int:
     rewritten."""
     from onnx import helper, numpy_helper
 
-    # nodes are stored in topological order, so one pass finds what the inputs reach
-    driven = {i.name for i in graph.input} - {t.name for t in graph.initializer}
-    for node in graph.node:
-        if any(name in driven for name in node.input):
-            driven.update(node.output)
-    nodes, rewritten = [], 0
-    for i, node in enumerate(graph.node):
+    driven = input_driven(graph)
+
+    def rewritable(node):
+        if node.op_type != "Elu" or node.domain not in ("", "ai.onnx"):
+            return False
         alpha = [a.f for a in node.attribute if a.name == "alpha"]
         # the identity needs alpha <= 1; the models only use F.elu's alpha = 1
-        if (node.op_type != "Elu" or node.domain not in ("", "ai.onnx") or (alpha and alpha[0] != 1.0)
-                or node.input[0] not in driven):
+        return (not alpha or alpha[0] == 1.0) and node.input[0] in driven
+
+    nodes, rewritten = [], 0
+    for i, node in enumerate(graph.node):
+        if not rewritable(node):
             nodes.append(node)
             continue
         x, y, p = node.input[0], node.output[0], "%s/elu%d" % (node.name or "Elu", i)

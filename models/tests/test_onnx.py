@@ -11,7 +11,8 @@ import torch
 
 from convrnn import build_model, list_archs
 from convrnn.contract import validate
-from convrnn.export import build_metadata, compare_ort, elu_as_elementwise, export_onnx, read_metadata
+from convrnn.export import (build_metadata, compare_ort, elu_as_elementwise, export_onnx, input_driven,
+                            read_metadata)
 
 EXPORTED = [a for a in list_archs() if a.endswith("_small") or a.endswith("_fmnist") or a == "tiny_fixture"]
 
@@ -188,10 +189,8 @@ def test_export_rewrites_the_image_driven_elus(tmp_path):
     path = str(tmp_path / "m.onnx")
     export_onnx(m, path, build_metadata(m), compare=False)
     graph = onnx.load(path).graph
-    driven = {"frames"}
-    for node in graph.node:
-        if any(name in driven for name in node.input):
-            driven.update(node.output)
+    driven = input_driven(graph)
+    assert "frames" in driven and "logits" in driven
     elus = [n for n in graph.node if n.op_type == "Elu"]
     assert elus and not any(n.input[0] in driven for n in elus)
     assert any(n.op_type == "Exp" and n.input[0] in driven for n in graph.node)
