@@ -217,6 +217,35 @@ async fn full_queue_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn retry_after_follows_how_long_the_queue_takes_to_drain() {
+    let h = start(Duration::ZERO, Duration::from_millis(1500), |a| {
+        a.queue_capacity = 1
+    })
+    .await;
+    h.wait_ready().await;
+    // A runs at once (1.5 s). B waits in the one slot until A is done: its wait, ~1.35 s, is
+    // the queue's current cost. C takes the slot B left; D is refused and told to come back
+    // in 2 s (ceil of 1.35), not the 1 s an idle queue would say.
+    let a = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let b = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let d = h.classify().send().await.unwrap();
+    assert_eq!(d.status(), 429);
+    assert_eq!(d.headers()["retry-after"], "2");
+    let body: serde_json::Value = d.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("retry in 2 s"),
+        "{body}"
+    );
+    for r in [a, b, c] {
+        assert_eq!(r.await.unwrap().unwrap().status(), 200);
+    }
+}
+
+#[tokio::test]
 async fn requests_past_their_deadline_are_dropped_before_the_device() {
     let h = start(Duration::ZERO, Duration::from_millis(400), |a| {
         a.request_timeout_ms = 250

@@ -37,8 +37,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     NotAcceptable(String),
-    #[error("{0}")]
-    Overloaded(String),
+    #[error("{msg}")]
+    Overloaded { msg: String, retry_after_s: u64 },
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
@@ -67,7 +67,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -82,16 +82,27 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NotAcceptable(_) => "not_acceptable",
-            ApiError::Overloaded(_) => "overloaded",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::Timeout(_) => "timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
 
+    /// Seconds for the `Retry-After` header of the failures a client should retry.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
+            // Draining or still warming up: the client should try again (another replica, or
+            // this one once ready), with no better estimate than soon.
+            ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+
     fn reason(&self) -> &'static str {
         match self {
-            ApiError::Overloaded(_) => reason::OVERLOADED,
+            ApiError::Overloaded { .. } => reason::OVERLOADED,
             ApiError::Timeout(_) => reason::TIMEOUT,
             ApiError::Internal(_) | ApiError::Unavailable(_) => reason::BACKEND,
             _ => reason::VALIDATION,
@@ -110,10 +121,10 @@ impl IntoResponse for ApiError {
             code: self.code().to_string(),
         };
         let mut response = (status, Json(body)).into_response();
-        if matches!(self, ApiError::Overloaded(_) | ApiError::Unavailable(_)) {
+        if let Some(seconds) = self.retry_after() {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
             .extensions_mut()
@@ -126,7 +137,10 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::UnknownModel(_) => ApiError::NotFound(e.to_string(), "model_not_found"),
-            EngineError::Overloaded { .. } => ApiError::Overloaded(e.to_string()),
+            EngineError::Overloaded { retry_after_s, .. } => ApiError::Overloaded {
+                msg: e.to_string(),
+                retry_after_s,
+            },
             EngineError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
             EngineError::Timeout => ApiError::Timeout(e.to_string()),
             EngineError::ShuttingDown => ApiError::Unavailable(e.to_string()),
@@ -168,7 +182,13 @@ mod tests {
             (ApiError::UnsupportedMediaType("m".into()), 415),
             (ApiError::PayloadTooLarge("m".into()), 413),
             (ApiError::NotAcceptable("m".into()), 406),
-            (ApiError::Overloaded("m".into()), 429),
+            (
+                ApiError::Overloaded {
+                    msg: "m".into(),
+                    retry_after_s: 1,
+                },
+                429,
+            ),
             (ApiError::Timeout("m".into()), 504),
             (ApiError::Unavailable("m".into()), 503),
             (ApiError::Internal("m".into()), 500),
@@ -179,9 +199,10 @@ mod tests {
         let overloaded = ApiError::from(EngineError::Overloaded {
             model: "m".into(),
             capacity: 1,
+            retry_after_s: 7,
         })
         .into_response();
         assert_eq!(overloaded.status(), 429);
-        assert!(overloaded.headers().contains_key(header::RETRY_AFTER));
+        assert_eq!(overloaded.headers()[header::RETRY_AFTER], "7");
     }
 }

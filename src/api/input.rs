@@ -46,11 +46,9 @@ async fn admit(
     };
     match entry.admission.clone().try_acquire_owned() {
         Ok(permit) => Ok((req, Some(permit))),
-        Err(_) => Err(crate::engine::EngineError::Overloaded {
-            model: entry.info.name().to_string(),
-            capacity: state.engine.config().queue_capacity,
-        }
-        .into()),
+        Err(_) => Err(entry
+            .overloaded(state.engine.config().request_timeout)
+            .into()),
     }
 }
 

@@ -35,8 +35,15 @@ use worker::{Adaptive, WorkerConfig, WorkerStatus};
 pub enum EngineError {
     #[error("model {0:?} is not loaded")]
     UnknownModel(String),
-    #[error("the queue of model {model:?} is full ({capacity} images); retry later")]
-    Overloaded { model: String, capacity: usize },
+    #[error(
+        "the queue of model {model:?} is full ({capacity} images); retry in {retry_after_s} s"
+    )]
+    Overloaded {
+        model: String,
+        capacity: usize,
+        /// When a retry has a chance: how long the queue currently takes to drain.
+        retry_after_s: u64,
+    },
     #[error("the request has {images} stimuli but the queue holds at most {capacity}: split it")]
     TooLarge { images: usize, capacity: usize },
     #[error("the request did not finish before its deadline")]
@@ -85,6 +92,19 @@ impl ModelEntry {
 
     pub fn queue_depth(&self) -> usize {
         self.queue.depth()
+    }
+
+    /// The error for a request this model cannot admit now, with a `Retry-After` derived from
+    /// how long its queue currently takes to drain (at least 1 s, HTTP's resolution; at most
+    /// `request_timeout`, after which a queued item would have failed anyway).
+    pub fn overloaded(&self, request_timeout: Duration) -> EngineError {
+        let ceiling = request_timeout.as_secs_f64().ceil().max(1.0);
+        let wait = self.queue.recent_wait().as_secs_f64().ceil();
+        EngineError::Overloaded {
+            model: self.info.name().to_string(),
+            capacity: self.queue.capacity(),
+            retry_after_s: wait.clamp(1.0, ceiling) as u64,
+        }
     }
 
     /// The first worker start-up failure, if any.
@@ -260,10 +280,7 @@ impl Engine {
             .collect();
         if let Err((why, _)) = entry.queue.try_push_all(items) {
             return Err(match why {
-                PushError::Full => EngineError::Overloaded {
-                    model: model.to_string(),
-                    capacity: entry.queue.capacity(),
-                },
+                PushError::Full => entry.overloaded(self.config.request_timeout),
                 PushError::Closed => EngineError::ShuttingDown,
             });
         }

@@ -23,6 +23,9 @@ pub(crate) struct BatchQueue {
 struct State {
     items: VecDeque<WorkItem>,
     closed: bool,
+    /// How long the oldest item of the last batch taken had waited: what the queue currently
+    /// costs an item that joins it, read when a full queue turns a request away.
+    last_wait: Duration,
 }
 
 pub(crate) enum PushError {
@@ -37,6 +40,7 @@ impl BatchQueue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 closed: false,
+                last_wait: Duration::ZERO,
             }),
             wake: Condvar::new(),
             capacity,
@@ -54,6 +58,13 @@ impl BatchQueue {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// How long the oldest item of the most recent batch waited between admission and a
+    /// worker taking it. Under overload the queue is full at every admission, so this is the
+    /// time a full queue takes to drain at the rate the workers are going.
+    pub fn recent_wait(&self) -> Duration {
+        self.lock().last_wait
     }
 
     /// Admits all of `items` or none of them.
@@ -109,6 +120,9 @@ impl BatchQueue {
             let now = Instant::now();
             if same_kind >= max_batch || state.closed || now >= fill_by {
                 let batch = take_kind(&mut state.items, kind, max_batch);
+                if let Some(first) = batch.first() {
+                    state.last_wait = now.saturating_duration_since(first.enqueued);
+                }
                 if !state.items.is_empty() {
                     self.wake.notify_one();
                 }
@@ -219,6 +233,27 @@ mod tests {
         };
         assert_eq!(back.len(), 2);
         assert_eq!(q.depth(), 2);
+    }
+
+    #[test]
+    fn recent_wait_is_the_last_batch_oldest_items_time_in_the_queue() {
+        let q = BatchQueue::new(16, counter());
+        assert_eq!(q.recent_wait(), Duration::ZERO, "nothing taken yet");
+        let (a, _ra) = item(Duration::from_secs(9));
+        q.try_push_all(vec![a]).ok().unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        let (b, _rb) = item(Duration::from_secs(9));
+        q.try_push_all(vec![b]).ok().unwrap();
+        q.next_batch(1, Duration::ZERO).unwrap();
+        let first = q.recent_wait();
+        assert!(first >= Duration::from_millis(60), "{first:?}");
+        // The next batch's oldest item arrived 60 ms later, so it waited less.
+        q.next_batch(1, Duration::ZERO).unwrap();
+        assert!(
+            q.recent_wait() < first,
+            "{:?} vs {first:?}",
+            q.recent_wait()
+        );
     }
 
     #[test]

@@ -23,13 +23,21 @@ pub struct V2ErrorBody {
 pub struct V2Error {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for `Retry-After`, on the failures a client should retry.
+    pub retry_after: Option<u64>,
 }
 
 impl V2Error {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        let retry_after = matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        )
+        .then_some(1);
         Self {
             status,
             message: message.into(),
+            retry_after,
         }
     }
 
@@ -64,10 +72,6 @@ impl IntoResponse for V2Error {
             tracing::warn!(status = %self.status, error = %self.message, "v2 request failed");
         }
         let reason = self.reason();
-        let retry = matches!(
-            self.status,
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        );
         let mut response = (
             self.status,
             Json(V2ErrorBody {
@@ -75,10 +79,10 @@ impl IntoResponse for V2Error {
             }),
         )
             .into_response();
-        if retry {
+        if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response.extensions_mut().insert(FailureReason(reason));
         response
@@ -87,7 +91,10 @@ impl IntoResponse for V2Error {
 
 impl From<ApiError> for V2Error {
     fn from(e: ApiError) -> Self {
-        Self::new(e.status(), e.to_string())
+        Self {
+            retry_after: e.retry_after(),
+            ..Self::new(e.status(), e.to_string())
+        }
     }
 }
 
@@ -106,10 +113,11 @@ mod tests {
         let r = V2Error::from(EngineError::Overloaded {
             model: "m".into(),
             capacity: 1,
+            retry_after_s: 12,
         })
         .into_response();
         assert_eq!(r.status(), 429);
-        assert!(r.headers().contains_key(header::RETRY_AFTER));
+        assert_eq!(r.headers()[header::RETRY_AFTER], "12");
         let r = V2Error::from(EngineError::ShuttingDown).into_response();
         assert_eq!(r.status(), 503);
         assert!(r.headers().contains_key(header::RETRY_AFTER));
