@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::engine::ModelEntry;
 
 /// The encoded images of a request, before decoding.
 #[derive(Debug, Default)]
@@ -44,12 +45,19 @@ async fn admit(
     let Some(entry) = model.as_deref().and_then(|m| state.engine.model(m)) else {
         return Ok((req, None));
     };
-    match entry.admission.clone().try_acquire_owned() {
-        Ok(permit) => Ok((req, Some(permit))),
-        Err(_) => Err(entry
+    Ok((req, Some(admission_slot(state, entry)?)))
+}
+
+/// One of `entry`'s admission slots, or the 429 that says when to retry.
+pub fn admission_slot(
+    state: &AppState,
+    entry: &ModelEntry,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    entry.admission.clone().try_acquire_owned().map_err(|_| {
+        entry
             .overloaded(state.engine.config().request_timeout)
-            .into()),
-    }
+            .into()
+    })
 }
 
 /// The JSON request body.

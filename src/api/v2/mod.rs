@@ -33,7 +33,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value};
 
-use super::input::ImagePayload;
+use super::input::{admission_slot, ImagePayload};
 use super::pipeline::{
     model_info, off_the_async_threads, run_images, timing_headers, INLINE_JSON_VALUES,
 };
@@ -352,6 +352,12 @@ async fn infer(
                 .map_err(|_| V2Error::bad_request("Inference-Header-Content-Length is not text"))
         })
         .transpose()?;
+    // An admission slot before the body is read, as on /v1: without one, every open connection
+    // could hold a body of up to --max-body-bytes at once, outside the queue's memory bound.
+    let admission = match state.engine.model(info.name()) {
+        Some(entry) => Some(admission_slot(&state, entry)?),
+        None => None,
+    };
     // Read the bytes ourselves: tritonclient sends no Content-Type, and binary bodies are not
     // JSON. The router's DefaultBodyLimit (--max-body-bytes) applies here.
     let body = read_body(request, &state).await?;
@@ -379,14 +385,17 @@ async fn infer(
     }
     let names: Vec<String> = outputs.iter().map(|(n, _)| n.clone()).collect();
     let results: Vec<ItemResult> = match work {
-        Work::Stimuli(stimuli) => state.engine.infer(info.name(), stimuli, names).await?,
+        Work::Stimuli(stimuli) => {
+            let results = state.engine.infer(info.name(), stimuli, names).await?;
+            drop(admission);
+            results
+        }
         Work::Images(images) => {
             let payload = ImagePayload {
                 images,
                 mask: None,
                 options: None,
-                // The v2 body is already read (JSON/binary tensors): no admission slot.
-                admission: None,
+                admission,
             };
             run_images(&state, &info, payload, &Presentation::Default, names).await?
         }
