@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load every model in --model-dir and serve them over HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a model file's metadata, layers and tensor shapes.
     Inspect {
         /// The .onnx file.
@@ -103,6 +103,19 @@ pub struct ServeArgs {
     /// `Accept: application/x-npz`.
     #[arg(long, env = "CONVRNN_MAX_JSON_VALUES", default_value_t = 2_000_000)]
     pub max_json_values: usize,
+
+    /// Open HTTP connections at most; further clients wait in the kernel's accept backlog until
+    /// one closes. Bounds what connections that have not been admitted yet can hold (each at
+    /// most a 64 KiB request head; docs/benchmarks.md, "Memory bound under overload").
+    #[arg(long, env = "CONVRNN_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// A connection that has not sent a complete request head this long after it opened or
+    /// after its last answer is closed: idle keep-alive connections and stalled clients alike.
+    /// Keep it above the idle timeout of a load balancer in front (60 s on AWS ALB), or the
+    /// balancer may send a request on a connection the server is closing.
+    #[arg(long, env = "CONVRNN_HEADER_TIMEOUT_MS", default_value_t = 75_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
 
     /// Threads of the async runtime that serves HTTP (0 = one per four cores, at least one).
     /// They parse requests, decode small images and write answers: ~60-150 us of CPU a request

@@ -193,7 +193,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = app_state(&args, engine.clone(), metrics);
+    let state = app_state(&args, engine.clone(), metrics.clone());
     let app = api::router(state);
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
@@ -206,7 +206,11 @@ pub async fn serve(
         tokio::time::sleep(drain_delay).await;
         let _ = drained_tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let limits = api::connections::ConnectionLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+    };
+    let server = api::connections::serve(listener, app, limits, metrics, graceful);
     let drain_timeout = Duration::from_millis(args.drain_timeout_ms);
     let bounded = async move {
         // Only after the shutdown signal does the drain bound start counting.
@@ -214,7 +218,7 @@ pub async fn serve(
         tokio::time::sleep(drain_timeout).await;
     };
     tokio::select! {
-        result = server => result.context("HTTP server")?,
+        () = server => {}
         _ = bounded => tracing::warn!("drain timeout reached; abandoning open connections"),
     }
     let stopping = engine.clone();

@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
                     "convrnn-serve listening on http://{}",
                     listener.local_addr()?
                 );
-                convrnn_serve::run(listener, args, convrnn_serve::shutdown::signal()).await
+                convrnn_serve::run(listener, *args, convrnn_serve::shutdown::signal()).await
             })
         }
         Command::Inspect { file, ort_library } => {

@@ -50,6 +50,11 @@ pub struct Metrics {
     /// Largest batch each worker runs: `--max-batch-size`, or less on CPU where
     /// `--cpu-batch-budget-ms` caps it from the measured batch-1 time.
     pub worker_max_batch: IntGaugeVec,
+    /// Open HTTP connections (at most `--max-connections`).
+    pub http_connections: IntGaugeVec,
+    /// Connections closed because no complete request head arrived within `--header-timeout-ms`
+    /// of opening or of their last answer (idle keep-alive, or a client stalling mid-head).
+    pub http_header_timeouts: IntCounterVec,
     /// Always 1; labels carry the build.
     pub build_info: IntGaugeVec,
 }
@@ -177,6 +182,16 @@ impl Metrics {
                 "Largest batch each worker runs (--max-batch-size, capped on CPU by --cpu-batch-budget-ms)",
                 &["model", "device", "worker"],
             ),
+            http_connections: int_gauge(
+                "convrnn_http_connections",
+                "Open HTTP connections",
+                &[],
+            ),
+            http_header_timeouts: counter(
+                "convrnn_http_header_timeouts_total",
+                "Connections closed for sending no complete request head within --header-timeout-ms",
+                &[],
+            ),
             build_info: int_gauge(
                 "convrnn_build_info",
                 "Build information",
@@ -194,6 +209,11 @@ impl Metrics {
                 },
             ])
             .set(1);
+        // Present from the start, so dashboards read 0 rather than absent.
+        m.http_connections.with_label_values(&[] as &[&str]).set(0);
+        m.http_header_timeouts
+            .with_label_values(&[] as &[&str])
+            .inc_by(0);
         m
     }
 

@@ -480,3 +480,116 @@ async fn an_all_cores_session_that_is_not_faster_is_dropped() {
     assert_eq!(alone.status(), 200);
     assert_eq!(metric(&h.metrics().await, ALL_CORES_BATCHES), 0.0);
 }
+
+/// Connects and sends the first part of a request head, never the blank line that ends it.
+async fn stalled_head(base: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /v1/models/tiny_convrnn/classify HTTP/1.1\r\nHost: x\r\nX-Pad: aaaa")
+        .await
+        .unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_connection_that_stalls_in_its_request_head_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let h = start(Duration::ZERO, Duration::ZERO, |a| {
+        a.header_timeout_ms = 300
+    })
+    .await;
+    h.wait_ready().await;
+    let mut stalled = stalled_head(&h.base).await;
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept the stalled connection open");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed after {waited:?}"
+    );
+    // The harness client's keep-alive connection (from `wait_ready`) sat idle as long, and was
+    // closed the same way; the client reconnects for the next request.
+    let ok = h.classify().send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("convrnn_http_header_timeouts_total 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let h = start(Duration::ZERO, Duration::ZERO, |a| a.max_connections = 2).await;
+    h.wait_ready().await; // its connection is kept alive: one of the two slots
+    let held = stalled_head(&h.base).await; // the second
+    let other = reqwest::Client::new(); // a new connection, the third
+    let url = format!("{}/health/live", h.base);
+    let waiting = tokio::spawn(async move { other.get(url).send().await.unwrap().status() });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!waiting.is_finished(), "a third connection was served");
+    let metrics = h.metrics().await; // on the harness client's open connection
+    assert!(metrics.contains("convrnn_http_connections 2"), "{metrics}");
+    drop(held);
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once a slot freed")
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_request_head_over_the_cap_is_refused_with_431() {
+    let h = start(Duration::ZERO, Duration::ZERO, |_| {}).await;
+    h.wait_ready().await;
+    let r = h
+        .client
+        .get(format!("{}/health/live", h.base))
+        .header("x-pad", "a".repeat(70 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let ok = h.classify().send().await.unwrap();
+    assert_eq!(ok.status(), 200, "the server carries on");
+}
+
+#[tokio::test]
+async fn a_v2_request_without_an_admission_slot_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start(Duration::ZERO, Duration::from_millis(1500), |a| {
+        a.queue_capacity = 1
+    })
+    .await;
+    h.wait_ready().await;
+    // Slots: queue capacity 1 + one batch of 1 for the one worker. A runs, B waits: both taken.
+    let a = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let b = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // A head announcing a 1 MB body that never comes: only a refusal before the body answers.
+    let mut c = tokio::net::TcpStream::connect(h.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    c.write_all(
+        b"POST /v2/models/tiny_convrnn/infer HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{\"inputs\": [",
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(1), c.read(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 429"), "{head}");
+    assert!(head.contains("retry-after:"), "{head}");
+    for r in [a, b] {
+        assert_eq!(r.await.unwrap().unwrap().status(), 200);
+    }
+}

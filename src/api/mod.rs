@@ -3,6 +3,7 @@
 
 pub mod activations;
 pub mod classify;
+pub mod connections;
 pub mod error;
 pub mod health;
 pub mod input;
