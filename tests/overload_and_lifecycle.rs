@@ -593,3 +593,38 @@ async fn a_v2_request_without_an_admission_slot_is_refused_before_its_body_is_re
         assert_eq!(r.await.unwrap().unwrap().status(), 200);
     }
 }
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_within_the_request_timeout_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = start(Duration::ZERO, Duration::ZERO, |a| {
+        a.request_timeout_ms = 400
+    })
+    .await;
+    h.wait_ready().await;
+    for (path, content_type) in [
+        ("/v1/models/tiny_convrnn/classify", "image/png"),
+        ("/v2/models/tiny_convrnn/infer", "application/json"),
+    ] {
+        let mut c = tokio::net::TcpStream::connect(h.base.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
+             Content-Length: 100000\r\n\r\n0123456789"
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut answer))
+            .await
+            .expect("answered while the body trickles")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("connection: close"), "{path}: {answer}");
+        assert!(started.elapsed() >= Duration::from_millis(350), "{path}");
+    }
+    // Their admission slots are free again.
+    assert_eq!(h.classify().send().await.unwrap().status(), 200);
+}

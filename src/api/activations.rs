@@ -359,7 +359,8 @@ fn wants_npz(headers: &HeaderMap) -> Result<bool, ApiError> {
         (status = 406, description = "Unsupported Accept, or the answer is too large for JSON", body = ErrorBody),
         (status = 413, description = "Body or image too large", body = ErrorBody),
         (status = 415, description = "Unsupported content type", body = ErrorBody),
-        (status = 429, description = "Queue full", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --request-timeout-ms", body = ErrorBody),
+        (status = 429, description = "Queue full; retry after the Retry-After header", body = ErrorBody),
         (status = 503, description = "Shutting down", body = ErrorBody),
         (status = 504, description = "Deadline exceeded", body = ErrorBody),
     )

@@ -41,6 +41,9 @@ pub enum ApiError {
     Overloaded { msg: String, retry_after_s: u64 },
     #[error("{0}")]
     Timeout(String),
+    /// The client did not send its body within the deadline.
+    #[error("{0}")]
+    BodyTimeout(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,6 +88,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => "not_acceptable",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::Timeout(_) => "timeout",
+            ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -190,6 +195,7 @@ mod tests {
                 429,
             ),
             (ApiError::Timeout("m".into()), 504),
+            (ApiError::BodyTimeout("m".into()), 408),
             (ApiError::Unavailable("m".into()), 503),
             (ApiError::Internal("m".into()), 500),
         ];

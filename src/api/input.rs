@@ -112,48 +112,13 @@ impl FromRequest<AppState> for ImagePayload {
             .unwrap_or("")
             .trim()
             .to_string();
-        let payload =
-            if essence.starts_with("image/") || essence == "application/octet-stream" {
-                let body = Bytes::from_request(req, state).await.map_err(body_error)?;
-                ImagePayload {
-                    images: vec![body],
-                    ..Default::default()
-                }
-            } else if essence == "multipart/form-data" {
-                let multipart = Multipart::from_request(req, state)
-                    .await
-                    .map_err(|e| ApiError::bad_request("bad_multipart", e.body_text()))?;
-                read_multipart(multipart).await?
-            } else if essence == "application/json" {
-                let body = Bytes::from_request(req, state).await.map_err(body_error)?;
-                let parsed: JsonImages = serde_json::from_slice(&body).map_err(|e| {
-                    ApiError::bad_request("bad_json", format!("invalid JSON body: {e}"))
-                })?;
-                let images = parsed
-                    .images
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| decode_b64(&format!("images[{i}]"), s))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mask = parsed
-                    .mask
-                    .as_deref()
-                    .map(|m| decode_b64("mask", m))
-                    .transpose()?;
-                ImagePayload {
-                    images,
-                    mask,
-                    options: parsed.options,
-                    admission: None,
-                }
-            } else {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                "content type {:?} is not supported: send an image/* body, multipart/form-data \
-                 or application/json with base64 images",
-                if content_type.is_empty() { "(none)" } else { &content_type }
-            )));
-            };
-        let mut payload = payload;
+        // The request deadline starts at the queue; until then a client that uploads at a
+        // trickle would hold its admission slot for as long as it liked.
+        let deadline = state.engine.config().request_timeout;
+        let read = async { read_payload(req, state, &essence, &content_type).await };
+        let mut payload = tokio::time::timeout(deadline, read)
+            .await
+            .map_err(|_| ApiError::BodyTimeout(body_timeout_message(deadline)))??;
         payload.admission = admission;
         if payload.images.is_empty() {
             return Err(ApiError::bad_request(
@@ -276,4 +241,65 @@ pub fn merge_options<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::Internal(format!("re-encoding options: {e}")))?;
     serde_urlencoded::from_str(&encoded)
         .map_err(|e| ApiError::bad_request("bad_option", format!("invalid option: {e}")))
+}
+
+/// The 408's message: the body did not arrive within the request deadline.
+pub fn body_timeout_message(deadline: std::time::Duration) -> String {
+    format!(
+        "the request body did not arrive within {} ms (--request-timeout-ms)",
+        deadline.as_millis()
+    )
+}
+
+/// Reads the body of an image request in whichever of the three encodings it came.
+async fn read_payload(
+    req: Request,
+    state: &AppState,
+    essence: &str,
+    content_type: &str,
+) -> Result<ImagePayload, ApiError> {
+    let payload = if essence.starts_with("image/") || essence == "application/octet-stream" {
+        let body = Bytes::from_request(req, state).await.map_err(body_error)?;
+        ImagePayload {
+            images: vec![body],
+            ..Default::default()
+        }
+    } else if essence == "multipart/form-data" {
+        let multipart = Multipart::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request("bad_multipart", e.body_text()))?;
+        read_multipart(multipart).await?
+    } else if essence == "application/json" {
+        let body = Bytes::from_request(req, state).await.map_err(body_error)?;
+        let parsed: JsonImages = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad_json", format!("invalid JSON body: {e}")))?;
+        let images = parsed
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, s)| decode_b64(&format!("images[{i}]"), s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mask = parsed
+            .mask
+            .as_deref()
+            .map(|m| decode_b64("mask", m))
+            .transpose()?;
+        ImagePayload {
+            images,
+            mask,
+            options: parsed.options,
+            admission: None,
+        }
+    } else {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "content type {:?} is not supported: send an image/* body, multipart/form-data \
+             or application/json with base64 images",
+            if content_type.is_empty() {
+                "(none)"
+            } else {
+                content_type
+            }
+        )));
+    };
+    Ok(payload)
 }

@@ -84,11 +84,11 @@ pub fn router(state: AppState) -> Router {
 /// of camera-size uploads RSS climbed by ~300 KB per open connection (107 -> 572 MiB in 60 s,
 /// docs/benchmarks.md, finding 13). Closing drops the buffer and the unread body with it. Every
 /// 429 closes, also the rarer one from a full queue after the body was read: a client told to
-/// back off reconnects when it retries.
+/// back off reconnects when it retries. A 408 (body not sent in time) leaves the rest unread.
 async fn close_after_refusal(mut response: Response) -> Response {
     if matches!(
         response.status(),
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
     ) {
         response
             .headers_mut()

@@ -482,7 +482,16 @@ async fn infer(
 /// Reads a request body under the router's body limit, mapping failures to v2 errors.
 async fn read_body(request: Request, state: &AppState) -> Result<Bytes, V2Error> {
     use axum::extract::FromRequest;
-    Bytes::from_request(request, state).await.map_err(|e| {
+    // As on /v1: the deadline starts at the queue, so the body gets its own.
+    let deadline = state.engine.config().request_timeout;
+    let read = Bytes::from_request(request, state);
+    let Ok(read) = tokio::time::timeout(deadline, read).await else {
+        return Err(V2Error::new(
+            StatusCode::REQUEST_TIMEOUT,
+            crate::api::input::body_timeout_message(deadline),
+        ));
+    };
+    read.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             V2Error::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
