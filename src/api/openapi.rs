@@ -122,6 +122,10 @@ fn v1_error_example(status: &str) -> Option<Value> {
             "the answer holds 3000000 values, more than 2000000 as JSON: ask for application/x-npz",
             "not_acceptable",
         ),
+        "408" => (
+            "the request body did not arrive within 30000 ms (--request-timeout-ms)",
+            "body_timeout",
+        ),
         "413" => (
             "request body too large (limit 67108864 bytes)",
             "payload_too_large",
@@ -132,7 +136,7 @@ fn v1_error_example(status: &str) -> Option<Value> {
             "unsupported_media_type",
         ),
         "429" => (
-            "the queue of model \"rgc_fmnist\" is full (256 images); retry later",
+            "the queue of model \"rgc_fmnist\" is full (256 images); retry in 3 s",
             "overloaded",
         ),
         "503" => ("the server is shutting down", "unavailable"),
@@ -146,8 +150,9 @@ fn v2_error_example(status: &str) -> Option<Value> {
     let error = match status {
         "400" => "input \"frames\" has shape [1, 5, 3, 32, 32]; the model takes [n, 8, 3, 32, 32]",
         "404" => "model \"x\" is not served here (models: rgc_fmnist)",
+        "408" => "the request body did not arrive within 30000 ms (--request-timeout-ms)",
         "413" => "request body too large (limit 67108864 bytes)",
-        "429" => "the queue of model \"rgc_fmnist\" is full (256 images); retry later",
+        "429" => "the queue of model \"rgc_fmnist\" is full (256 images); retry in 3 s",
         "503" => "the server is shutting down",
         "504" => "the request did not finish before its deadline",
         _ => return None,
