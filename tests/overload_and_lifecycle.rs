@@ -186,6 +186,18 @@ impl Harness {
     }
 }
 
+/// With one worker and a queue of one slot (`queue_capacity = 1`, `max_batch_size` 1): sends A,
+/// which the worker takes, then B, which waits in the slot; both still in flight.
+async fn fill_worker_and_queue(
+    h: &Harness,
+) -> [tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>; 2] {
+    let a = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let b = tokio::spawn(h.classify().send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    [a, b]
+}
+
 #[tokio::test]
 async fn full_queue_answers_429_with_retry_after() {
     let h = start(Duration::ZERO, Duration::from_millis(600), |a| {
@@ -194,10 +206,7 @@ async fn full_queue_answers_429_with_retry_after() {
     .await;
     h.wait_ready().await;
     // A: taken by the only worker (busy 600 ms); B: fills the one queue slot; C: refused.
-    let a = tokio::spawn(h.classify().send());
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let b = tokio::spawn(h.classify().send());
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let [a, b] = fill_worker_and_queue(&h).await;
     let c = h.classify().send().await.unwrap();
     assert_eq!(c.status(), 429);
     assert_eq!(c.headers()["retry-after"], "1");
@@ -226,10 +235,8 @@ async fn retry_after_follows_how_long_the_queue_takes_to_drain() {
     // A runs at once (1.5 s). B waits in the one slot until A is done: its wait, ~1.35 s, is
     // the queue's current cost. C takes the slot B left; D is refused and told to come back
     // in 2 s (ceil of 1.35), not the 1 s an idle queue would say.
-    let a = tokio::spawn(h.classify().send());
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let b = tokio::spawn(h.classify().send());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let [a, b] = fill_worker_and_queue(&h).await;
+    tokio::time::sleep(Duration::from_millis(1350)).await; // A done, B on the worker
     let c = tokio::spawn(h.classify().send());
     tokio::time::sleep(Duration::from_millis(150)).await;
     let d = h.classify().send().await.unwrap();
@@ -567,10 +574,7 @@ async fn a_v2_request_without_an_admission_slot_is_refused_before_its_body_is_re
     .await;
     h.wait_ready().await;
     // Slots: queue capacity 1 + one batch of 1 for the one worker. A runs, B waits: both taken.
-    let a = tokio::spawn(h.classify().send());
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let b = tokio::spawn(h.classify().send());
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let [a, b] = fill_worker_and_queue(&h).await;
     // A head announcing a 1 MB body that never comes: only a refusal before the body answers.
     let mut c = tokio::net::TcpStream::connect(h.base.trim_start_matches("http://"))
         .await
