@@ -53,10 +53,14 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(MAX_HEAD_BYTES)
-        // The read buffer grows by doubling towards this; hyper's ~400 KB default let a stalled
-        // 60 KB head take ~200 KB. Bodies stream through it in chunks of at most this size.
+        // The read buffer grows by doubling towards this; under hyper's ~400 KB default a
+        // stalled 60 KB head held 135-240 KB a connection, ~100 KB with this cap (finding 26).
+        // Bodies stream through it in chunks of at most this size.
         .max_buf_size(MAX_HEAD_BYTES + 16 * 1024);
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Clamped: tokio's semaphore panics above MAX_PERMITS, and no host holds that many sockets.
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let graceful = GracefulShutdown::new();
     let open = metrics.http_connections.with_label_values(&[] as &[&str]);
     let timeouts = metrics
