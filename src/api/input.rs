@@ -112,13 +112,9 @@ impl FromRequest<AppState> for ImagePayload {
             .unwrap_or("")
             .trim()
             .to_string();
-        // The request deadline starts at the queue; until then a client that uploads at a
-        // trickle would hold its admission slot for as long as it liked.
-        let deadline = state.engine.config().request_timeout;
-        let read = async { read_payload(req, state, &essence, &content_type).await };
-        let mut payload = tokio::time::timeout(deadline, read)
-            .await
-            .map_err(|_| ApiError::BodyTimeout(body_timeout_message(deadline)))??;
+        let mut payload =
+            within_body_deadline(state, read_payload(req, state, &essence, &content_type))
+                .await??;
         payload.admission = admission;
         if payload.images.is_empty() {
             return Err(ApiError::bad_request(
@@ -243,12 +239,20 @@ pub fn merge_options<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::bad_request("bad_option", format!("invalid option: {e}")))
 }
 
-/// The 408's message: the body did not arrive within the request deadline.
-pub fn body_timeout_message(deadline: std::time::Duration) -> String {
-    format!(
-        "the request body did not arrive within {} ms (--request-timeout-ms)",
-        deadline.as_millis()
-    )
+/// Runs `read` (reading a request's body) within `--request-timeout-ms`, else 408. The request's
+/// own deadline starts at the queue; until then a client that uploads at a trickle would hold
+/// its admission slot for as long as it liked. Used by `/v1` and v2 alike.
+pub async fn within_body_deadline<T>(
+    state: &AppState,
+    read: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    let deadline = state.engine.config().request_timeout;
+    tokio::time::timeout(deadline, read).await.map_err(|_| {
+        ApiError::BodyTimeout(format!(
+            "the request body did not arrive within {} ms (--request-timeout-ms)",
+            deadline.as_millis()
+        ))
+    })
 }
 
 /// Reads the body of an image request in whichever of the three encodings it came.

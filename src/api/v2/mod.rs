@@ -33,7 +33,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value};
 
-use super::input::{admission_slot, ImagePayload};
+use super::input::{admission_slot, within_body_deadline, ImagePayload};
 use super::pipeline::{
     model_info, off_the_async_threads, run_images, timing_headers, INLINE_JSON_VALUES,
 };
@@ -482,26 +482,19 @@ async fn infer(
 /// Reads a request body under the router's body limit, mapping failures to v2 errors.
 async fn read_body(request: Request, state: &AppState) -> Result<Bytes, V2Error> {
     use axum::extract::FromRequest;
-    // As on /v1: the deadline starts at the queue, so the body gets its own.
-    let deadline = state.engine.config().request_timeout;
-    let read = Bytes::from_request(request, state);
-    let Ok(read) = tokio::time::timeout(deadline, read).await else {
-        return Err(V2Error::new(
-            StatusCode::REQUEST_TIMEOUT,
-            crate::api::input::body_timeout_message(deadline),
-        ));
-    };
-    read.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            V2Error::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body too large (limit {} bytes)",
-                    state.limits.max_body_bytes
-                ),
-            )
-        } else {
-            V2Error::bad_request(format!("could not read the body: {e}"))
-        }
-    })
+    within_body_deadline(state, Bytes::from_request(request, state))
+        .await?
+        .map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                V2Error::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body too large (limit {} bytes)",
+                        state.limits.max_body_bytes
+                    ),
+                )
+            } else {
+                V2Error::bad_request(format!("could not read the body: {e}"))
+            }
+        })
 }
