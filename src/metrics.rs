@@ -4,8 +4,8 @@
 //! Names carry the `convrnn_` prefix; durations are in seconds and end in `_seconds`.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Failure reasons, as label values: keep in step with the docs and the dashboards.
@@ -51,10 +51,10 @@ pub struct Metrics {
     /// `--cpu-batch-budget-ms` caps it from the measured batch-1 time.
     pub worker_max_batch: IntGaugeVec,
     /// Open HTTP connections (at most `--max-connections`).
-    pub http_connections: IntGaugeVec,
+    pub http_connections: IntGauge,
     /// Connections closed because no complete request head arrived within `--header-timeout-ms`
     /// of opening or of their last answer (idle keep-alive, or a client stalling mid-head).
-    pub http_header_timeouts: IntCounterVec,
+    pub http_header_timeouts: IntCounter,
     /// Always 1; labels carry the build.
     pub build_info: IntGaugeVec,
 }
@@ -106,6 +106,19 @@ impl Metrics {
         registry
             .register(Box::new(device_busy.clone()))
             .expect("unique metric");
+        let http_connections = IntGauge::new("convrnn_http_connections", "Open HTTP connections")
+            .expect("valid metric");
+        let http_header_timeouts = IntCounter::new(
+            "convrnn_http_header_timeouts_total",
+            "Connections closed for sending no complete request head within --header-timeout-ms",
+        )
+        .expect("valid metric");
+        for metric in [
+            Box::new(http_connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_header_timeouts.clone()),
+        ] {
+            registry.register(metric).expect("unique metric");
+        }
         let m = Self {
             requests: counter(
                 "convrnn_requests_total",
@@ -182,16 +195,8 @@ impl Metrics {
                 "Largest batch each worker runs (--max-batch-size, capped on CPU by --cpu-batch-budget-ms)",
                 &["model", "device", "worker"],
             ),
-            http_connections: int_gauge(
-                "convrnn_http_connections",
-                "Open HTTP connections",
-                &[],
-            ),
-            http_header_timeouts: counter(
-                "convrnn_http_header_timeouts_total",
-                "Connections closed for sending no complete request head within --header-timeout-ms",
-                &[],
-            ),
+            http_connections,
+            http_header_timeouts,
             build_info: int_gauge(
                 "convrnn_build_info",
                 "Build information",
@@ -209,11 +214,6 @@ impl Metrics {
                 },
             ])
             .set(1);
-        // Present from the start, so dashboards read 0 rather than absent.
-        m.http_connections.with_label_values(&[] as &[&str]).set(0);
-        m.http_header_timeouts
-            .with_label_values(&[] as &[&str])
-            .inc_by(0);
         m
     }
 

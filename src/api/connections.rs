@@ -62,10 +62,6 @@ pub async fn serve(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
     let graceful = GracefulShutdown::new();
-    let open = metrics.http_connections.with_label_values(&[] as &[&str]);
-    let timeouts = metrics
-        .http_header_timeouts
-        .with_label_values(&[] as &[&str]);
     tokio::pin!(shutdown);
     loop {
         // The slot first: at the cap, connections stay in the kernel's backlog, unaccepted.
@@ -91,7 +87,10 @@ pub async fn serve(
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
-        let (open, timeouts) = (open.clone(), timeouts.clone());
+        let (open, timeouts) = (
+            metrics.http_connections.clone(),
+            metrics.http_header_timeouts.clone(),
+        );
         open.inc();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
