@@ -86,6 +86,24 @@ impl Presentation {
         }
     }
 
+    /// How many steps the schedule lasts before the blank padding, saturating at `usize::MAX`
+    /// (any such length is refused as too long).
+    pub fn schedule_len(&self, time: &TimeSpec) -> usize {
+        match self {
+            Presentation::Default => time.image_on_steps,
+            Presentation::Flash { on_steps } => *on_steps,
+            Presentation::Mask {
+                on_steps,
+                mask_steps,
+            } => on_steps.saturating_add(*mask_steps),
+            Presentation::Sequence(segments) => segments.iter().fold(0usize, |total, seg| {
+                total.saturating_add(match *seg {
+                    Segment::Image { steps, .. } | Segment::Blank { steps } => steps,
+                })
+            }),
+        }
+    }
+
     /// Builds the stimuli: one per image, or one in all for a sequence.
     pub fn stimuli(
         &self,
@@ -94,15 +112,15 @@ impl Presentation {
         time: &TimeSpec,
     ) -> Result<Vec<Stimulus>, PresentationError> {
         let steps = time.steps;
-        let pad = |mut schedule: Vec<FrameSource>| -> Result<Vec<FrameSource>, PresentationError> {
-            if schedule.len() > steps {
-                return Err(PresentationError::TooLong {
-                    total: schedule.len(),
-                    steps,
-                });
-            }
+        // Schedules are sized by client numbers, so their length is checked by arithmetic before
+        // a single frame is allocated: `on_steps=99999999999` must cost nothing.
+        let total = self.schedule_len(time);
+        if total > steps {
+            return Err(PresentationError::TooLong { total, steps });
+        }
+        let pad = |mut schedule: Vec<FrameSource>| -> Vec<FrameSource> {
             schedule.resize(steps, FrameSource::Blank);
-            Ok(schedule)
+            schedule
         };
         if mask.is_some() && !matches!(self, Presentation::Mask { .. }) {
             return Err(PresentationError::UnexpectedMask);
@@ -116,7 +134,7 @@ impl Presentation {
                 if on == 0 {
                     return Err(PresentationError::ZeroOnSteps);
                 }
-                let schedule = pad(vec![FrameSource::Frame(0); on])?;
+                let schedule = pad(vec![FrameSource::Frame(0); on]);
                 Ok(images
                     .into_iter()
                     .map(|image| Stimulus {
@@ -135,7 +153,7 @@ impl Presentation {
                 let mask = mask.ok_or(PresentationError::MissingMask)?;
                 let mut schedule = vec![FrameSource::Frame(0); *on_steps];
                 schedule.extend(std::iter::repeat_n(FrameSource::Frame(1), *mask_steps));
-                let schedule = pad(schedule)?;
+                let schedule = pad(schedule);
                 Ok(images
                     .into_iter()
                     .map(|image| Stimulus {
@@ -148,7 +166,7 @@ impl Presentation {
                 if segments.is_empty() {
                     return Err(PresentationError::EmptySequence);
                 }
-                let mut schedule = Vec::new();
+                let mut schedule = Vec::with_capacity(total);
                 for seg in segments {
                     match *seg {
                         Segment::Image { image, steps } => {
@@ -167,7 +185,7 @@ impl Presentation {
                 }
                 Ok(vec![Stimulus {
                     frames: images,
-                    schedule: pad(schedule)?,
+                    schedule: pad(schedule),
                 }])
             }
         }
@@ -247,6 +265,44 @@ mod tests {
             .unwrap();
         assert_eq!(s.len(), 1);
         assert_eq!(movie(&s[0]), [2.0, 2.0, 0.5, 1.0, 1.0, 0.5]);
+    }
+
+    #[test]
+    fn client_sized_schedules_are_refused_before_allocation() {
+        // Each of these used to build its schedule step by step (tens of GB) before the length
+        // check; now the length is computed first.
+        let t = time();
+        let huge = [
+            Presentation::Flash {
+                on_steps: 99_999_999_999,
+            },
+            Presentation::Mask {
+                on_steps: 1,
+                mask_steps: usize::MAX,
+            },
+            Presentation::Mask {
+                on_steps: usize::MAX,
+                mask_steps: usize::MAX,
+            },
+            Presentation::Sequence(vec![
+                Segment::Blank { steps: usize::MAX },
+                Segment::Image {
+                    image: 0,
+                    steps: usize::MAX,
+                },
+            ]),
+        ];
+        for p in huge {
+            let mask = matches!(p, Presentation::Mask { .. }).then(|| frame(9.0));
+            assert!(matches!(
+                p.stimuli(vec![frame(1.0)], mask, &t),
+                Err(PresentationError::TooLong { steps: 6, .. })
+            ));
+        }
+        assert_eq!(
+            Presentation::Sequence(vec![Segment::Blank { steps: 2 }; 3]).schedule_len(&t),
+            6
+        );
     }
 
     #[test]

@@ -410,6 +410,24 @@ async fn presentation_schedules_change_what_the_model_sees() {
         .await
         .unwrap();
     assert_eq!(missing_mask.status(), 400);
+    // Schedules sized by the client are refused by arithmetic: each of these once grew the
+    // server's memory by gigabytes before the length check.
+    for q in [
+        "?presentation=flash&on_steps=99999999999",
+        "?presentation=mask&on_steps=1&mask_steps=18446744073709551615",
+        "?presentation=sequence&sequence=0:18446744073709551615,blank:18446744073709551615",
+    ] {
+        let r = post_image(&s, &activations_url(&s, q), img.clone(), "image/png").await;
+        assert_eq!(r.status(), 400, "{q}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("steps but the model runs"),
+            "{q}: {v}"
+        );
+    }
     s.stop().await;
 }
 
