@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
             init_tracing(false);
             print!(
                 "{}",
-                convrnn_serve::inspect_report(&file, ort_library.as_deref())?
+                convrnn_serve::inspect::inspect_report(&file, ort_library.as_deref())?
             );
             Ok(())
         }

@@ -48,6 +48,9 @@ pub enum PresentationError {
     NoSuchImage { image: usize, count: usize },
     #[error("a sequence must not be empty")]
     EmptySequence,
+    /// The request's presentation options do not parse.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Presentation {
@@ -59,7 +62,8 @@ impl Presentation {
         mask_steps: Option<usize>,
         sequence: Option<&str>,
         time: &TimeSpec,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PresentationError> {
+        let invalid = |msg: &str| PresentationError::Invalid(msg.to_string());
         match kind.unwrap_or(if sequence.is_some() {
             "sequence"
         } else if on_steps.is_some() {
@@ -73,16 +77,20 @@ impl Presentation {
             }),
             "mask" => Ok(Presentation::Mask {
                 on_steps: on_steps.unwrap_or(time.image_on_steps),
-                mask_steps: mask_steps.ok_or("presentation=mask needs mask_steps")?,
+                mask_steps: mask_steps
+                    .ok_or_else(|| invalid("presentation=mask needs mask_steps"))?,
             }),
             "sequence" => {
-                let text =
-                    sequence.ok_or("presentation=sequence needs sequence=IMAGE:STEPS,...")?;
-                Ok(Presentation::Sequence(parse_sequence(text)?))
+                let text = sequence.ok_or_else(|| {
+                    invalid("presentation=sequence needs sequence=IMAGE:STEPS,...")
+                })?;
+                Ok(Presentation::Sequence(
+                    parse_sequence(text).map_err(PresentationError::Invalid)?,
+                ))
             }
-            other => Err(format!(
+            other => Err(PresentationError::Invalid(format!(
                 "unknown presentation {other:?} (expected default, flash, mask or sequence)"
-            )),
+            ))),
         }
     }
 

@@ -10,18 +10,18 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::classify::presentation_from;
 use super::error::{ApiError, ErrorBody};
-use super::input::{merge_options, ImagePayload};
-use super::pipeline::{
+use super::inference::{
     model_info, off_the_async_threads, run_images, timing_headers, INLINE_JSON_VALUES,
     INLINE_NPZ_VALUES,
 };
+use super::input::{merge_options, ImagePayload};
 use super::selection::{Pool, Selection};
 use super::AppState;
 use crate::engine::ItemResult;
 use crate::model::ModelInfo;
 use crate::npz::{NpyData, NpzWriter};
+use crate::presentation::Presentation;
 
 pub const NPZ_MEDIA_TYPE: &str = "application/x-npz";
 
@@ -385,7 +385,7 @@ pub async fn activations(
         options.window_ms.as_deref(),
         options.pool,
     )?;
-    let presentation = presentation_from(
+    let presentation = Presentation::from_parts(
         options.presentation.as_deref(),
         options.on_steps,
         options.mask_steps,
@@ -393,7 +393,7 @@ pub async fn activations(
         &meta.time,
     )?;
     let stimuli_count = match presentation {
-        crate::presentation::Presentation::Sequence(_) => 1,
+        Presentation::Sequence(_) => 1,
         _ => payload.images.len(),
     };
     let values: usize = selection

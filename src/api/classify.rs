@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::inference::{model_info, run_images, timing_headers};
 use super::input::{merge_options, ImagePayload};
-use super::pipeline::{model_info, run_images, timing_headers};
 use super::AppState;
 use crate::model::readout::{readout_step, softmax};
 use crate::model::LOGITS_NAME;
@@ -71,17 +71,6 @@ pub struct ClassifyResponse {
     pub results: Vec<ClassifyResult>,
 }
 
-pub(crate) fn presentation_from(
-    presentation: Option<&str>,
-    on_steps: Option<usize>,
-    mask_steps: Option<usize>,
-    sequence: Option<&str>,
-    time: &crate::model::metadata::TimeSpec,
-) -> Result<Presentation, ApiError> {
-    Presentation::from_parts(presentation, on_steps, mask_steps, sequence, time)
-        .map_err(|msg| ApiError::bad_request("invalid_presentation", msg))
-}
-
 /// Classify images.
 ///
 /// Send one image as a raw `image/*` body, several as `multipart/form-data` parts, or JSON with
@@ -137,7 +126,7 @@ pub async fn classify(
         ));
     }
     let top_k = top_k.min(k);
-    let presentation = presentation_from(
+    let presentation = Presentation::from_parts(
         options.presentation.as_deref(),
         options.on_steps,
         options.mask_steps,

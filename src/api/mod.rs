@@ -6,10 +6,10 @@ pub mod classify;
 pub mod connections;
 pub mod error;
 pub mod health;
+pub mod inference;
 pub mod input;
 pub mod models;
 pub mod openapi;
-pub mod pipeline;
 pub mod selection;
 pub mod v2;
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::pipeline::model_info;
+use super::inference::model_info;
 use super::AppState;
 use crate::engine::ModelEntry;
 use crate::model::metadata::{InputSpec, LayerSpec, ReadoutSpec, TimeSpec};

@@ -19,33 +19,22 @@
 
 pub mod docs;
 pub mod error;
+mod infer;
 pub mod protocol;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Map, Value};
 
-use super::input::{admission_slot, within_body_deadline, ImagePayload};
-use super::pipeline::{
-    model_info, off_the_async_threads, run_images, timing_headers, INLINE_JSON_VALUES,
-};
+use super::inference::model_info;
 use super::AppState;
-use crate::engine::{FrameSource, ItemResult, Stimulus};
 use crate::model::{ModelInfo, INPUT_NAME};
-use crate::presentation::Presentation;
 use error::V2Error;
-use protocol::{
-    InferRequest, InferResponse, ModelMetadata, ResponseOutput, ServerMetadata, TensorMetadata,
-    BYTES, FP32,
-};
+use protocol::{ModelMetadata, ServerMetadata, TensorMetadata, BYTES, FP32};
 
 /// The one version every model has.
 pub const MODEL_VERSION: &str = "1";
@@ -67,8 +56,11 @@ pub fn router() -> Router<AppState> {
             "/v2/models/{model}/versions/{version}/ready",
             get(model_ready),
         )
-        .route("/v2/models/{model}/infer", post(infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(infer))
+        .route("/v2/models/{model}/infer", post(infer::infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer::infer),
+        )
 }
 
 async fn server_metadata() -> Json<ServerMetadata> {
@@ -171,330 +163,4 @@ async fn model_ready(
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     })
-}
-
-/// What one request asks the engine for.
-enum Work {
-    Stimuli(Vec<Stimulus>),
-    Images(Vec<Bytes>),
-}
-
-/// Decodes the request's one input into stimuli (frames) or encoded images.
-fn decode_inputs(
-    state: &AppState,
-    info: &ModelInfo,
-    request: &InferRequest,
-    binary: Bytes,
-) -> Result<Work, V2Error> {
-    let mut cursor = protocol::BinaryCursor::new(binary);
-    let input = match request.inputs.as_slice() {
-        [one] => one,
-        [] => return Err(V2Error::bad_request("the request has no inputs")),
-        many => {
-            return Err(V2Error::bad_request(format!(
-                "send exactly one input, {INPUT_NAME:?} or {IMAGES_INPUT:?}; got {}",
-                many.iter()
-                    .map(|i| format!("{:?}", i.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
-    };
-    let max_rows = state.limits.max_images_per_request;
-    let rows_ok = |n: usize| -> Result<(), V2Error> {
-        if n == 0 {
-            return Err(V2Error::bad_request(format!(
-                "input {:?} has no rows (shape {:?})",
-                input.name, input.shape
-            )));
-        }
-        if n > max_rows {
-            return Err(V2Error::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("{n} rows in one request; the limit is {max_rows}"),
-            ));
-        }
-        Ok(())
-    };
-    let m = &info.metadata;
-    let work = match input.name.as_str() {
-        INPUT_NAME => {
-            if input.datatype != FP32 {
-                return Err(V2Error::bad_request(format!(
-                    "input {INPUT_NAME:?} must be {FP32}, not {:?}",
-                    input.datatype
-                )));
-            }
-            let want = [
-                m.time.steps as i64,
-                m.input.channels as i64,
-                m.input.height as i64,
-                m.input.width as i64,
-            ];
-            if input.shape.len() != 5 || input.shape[1..] != want || input.shape[0] < 0 {
-                return Err(V2Error::bad_request(format!(
-                    "input {INPUT_NAME:?} has shape {:?}; the model takes [n, {}, {}, {}, {}]",
-                    input.shape, want[0], want[1], want[2], want[3]
-                )));
-            }
-            let rows = input.shape[0] as usize;
-            rows_ok(rows)?;
-            let count = protocol::element_count(&input.name, &input.shape)?;
-            let data = protocol::input_data(input, &mut cursor)?;
-            let values = protocol::fp32_values(&input.name, data, count)?;
-            let frame_len = m.frame_len();
-            let steps = m.time.steps;
-            let stimuli = values
-                .chunks_exact(steps * frame_len)
-                .map(|movie| Stimulus {
-                    frames: movie
-                        .chunks_exact(frame_len)
-                        .map(|f| Arc::new(f.to_vec()))
-                        .collect(),
-                    schedule: (0..steps).map(FrameSource::Frame).collect(),
-                })
-                .collect();
-            Work::Stimuli(stimuli)
-        }
-        IMAGES_INPUT => {
-            if input.datatype != BYTES {
-                return Err(V2Error::bad_request(format!(
-                    "input {IMAGES_INPUT:?} must be {BYTES}, not {:?}",
-                    input.datatype
-                )));
-            }
-            if input.shape.len() != 1 || input.shape[0] < 0 {
-                return Err(V2Error::bad_request(format!(
-                    "input {IMAGES_INPUT:?} has shape {:?}; it takes [n]",
-                    input.shape
-                )));
-            }
-            let rows = input.shape[0] as usize;
-            rows_ok(rows)?;
-            let data = protocol::input_data(input, &mut cursor)?;
-            let images = protocol::bytes_values(&input.name, data, rows)?;
-            if let Some(i) = images.iter().position(|b| b.is_empty()) {
-                return Err(V2Error::bad_request(format!(
-                    "image {i} is empty (zero bytes)"
-                )));
-            }
-            Work::Images(images)
-        }
-        other => {
-            return Err(V2Error::bad_request(format!(
-                "unknown input {other:?}; the model takes {INPUT_NAME:?} ({FP32}) or \
-                 {IMAGES_INPUT:?} ({BYTES})"
-            )))
-        }
-    };
-    cursor.finish()?;
-    Ok(work)
-}
-
-/// The outputs to return, in order, each with whether it goes binary.
-fn select_outputs(
-    info: &ModelInfo,
-    request: &InferRequest,
-) -> Result<Vec<(String, bool)>, V2Error> {
-    let default_binary =
-        protocol::bool_param(request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
-    let known: Vec<&str> = info.output_names().collect();
-    let requested = match &request.outputs {
-        Some(list) if !list.is_empty() => list,
-        _ => {
-            return Ok(known
-                .iter()
-                .map(|n| (n.to_string(), default_binary))
-                .collect())
-        }
-    };
-    let mut chosen: Vec<(String, bool)> = Vec::with_capacity(requested.len());
-    for output in requested {
-        if !known.contains(&output.name.as_str()) {
-            return Err(V2Error::bad_request(format!(
-                "unknown output {:?} (outputs: {})",
-                output.name,
-                known.join(", ")
-            )));
-        }
-        if chosen.iter().any(|(n, _)| n == &output.name) {
-            return Err(V2Error::bad_request(format!(
-                "output {:?} is requested twice",
-                output.name
-            )));
-        }
-        let params = output.parameters.as_ref();
-        if params.is_some_and(|p| p.contains_key("classification")) {
-            return Err(V2Error::bad_request(
-                "the classification extension is not supported; use /v1/models/{model}/classify",
-            ));
-        }
-        let binary = protocol::bool_param(params, "binary_data")?.unwrap_or(default_binary);
-        chosen.push((output.name.clone(), binary));
-    }
-    Ok(chosen)
-}
-
-/// Run inference.
-async fn infer(
-    State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
-    request: Request,
-) -> Result<Response, V2Error> {
-    let started = Instant::now();
-    let info = resolve(&state, &params)?;
-    let header_length = request
-        .headers()
-        .get(protocol::HEADER_LENGTH)
-        .map(|v| {
-            v.to_str()
-                .map(str::to_string)
-                .map_err(|_| V2Error::bad_request("Inference-Header-Content-Length is not text"))
-        })
-        .transpose()?;
-    // An admission slot before the body is read, as on /v1: without one, every open connection
-    // could hold a body of up to --max-body-bytes at once, outside the queue's memory bound.
-    let admission = match state.engine.model(info.name()) {
-        Some(entry) => Some(admission_slot(&state, entry)?),
-        None => None,
-    };
-    // Read the bytes ourselves: tritonclient sends no Content-Type, and binary bodies are not
-    // JSON. The router's DefaultBodyLimit (--max-body-bytes) applies here.
-    let body = read_body(request, &state).await?;
-    let split = protocol::split_body(body, header_length.as_deref())?;
-    let req = protocol::parse_request(&split.json)?;
-    let outputs = select_outputs(&info, &req)?;
-    let json_values: usize = outputs
-        .iter()
-        .filter(|(_, binary)| !binary)
-        .filter_map(|(name, _)| info.item_shape(name))
-        .map(|s| s.iter().product::<usize>())
-        .sum();
-    let work = decode_inputs(&state, &info, &req, split.binary)?;
-    let rows = match &work {
-        Work::Stimuli(s) => s.len(),
-        Work::Images(i) => i.len(),
-    };
-    if json_values.saturating_mul(rows) > state.limits.max_json_values {
-        return Err(V2Error::bad_request(format!(
-            "the JSON answer would hold {} values (limit {}): ask for fewer outputs or for \
-             binary_data",
-            json_values.saturating_mul(rows),
-            state.limits.max_json_values
-        )));
-    }
-    let names: Vec<String> = outputs.iter().map(|(n, _)| n.clone()).collect();
-    let results: Vec<ItemResult> = match work {
-        Work::Stimuli(stimuli) => {
-            let results = state.engine.infer(info.name(), stimuli, names).await?;
-            drop(admission);
-            results
-        }
-        Work::Images(images) => {
-            let payload = ImagePayload {
-                images,
-                mask: None,
-                options: None,
-                admission,
-            };
-            run_images(&state, &info, payload, &Presentation::Default, names).await?
-        }
-    };
-    let mut response_outputs = Vec::with_capacity(outputs.len());
-    let mut binary_parts = Vec::new();
-    for (name, binary) in &outputs {
-        let item_shape = info
-            .item_shape(name)
-            .ok_or_else(|| V2Error::new(StatusCode::INTERNAL_SERVER_ERROR, "no output shape"))?;
-        let mut values = Vec::with_capacity(rows * item_shape.iter().product::<usize>());
-        for r in &results {
-            let slice = r.output(name).ok_or_else(|| {
-                V2Error::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the batch has no output {name}"),
-                )
-            })?;
-            values.extend_from_slice(slice);
-        }
-        let shape: Vec<usize> = std::iter::once(rows).chain(item_shape).collect();
-        let (parameters, data) = if *binary {
-            let mut p = Map::new();
-            p.insert("binary_data_size".into(), Value::from(values.len() * 4));
-            binary_parts.push(values);
-            (Some(p), None)
-        } else {
-            (None, Some(values))
-        };
-        response_outputs.push(ResponseOutput {
-            name: name.clone(),
-            datatype: FP32,
-            shape,
-            parameters,
-            data,
-        });
-    }
-    let response = InferResponse {
-        model_name: info.name().to_string(),
-        model_version: MODEL_VERSION.to_string(),
-        id: req.id,
-        outputs: response_outputs,
-    };
-    let json_values: usize = response
-        .outputs
-        .iter()
-        .filter_map(|o| o.data.as_ref().map(Vec::len))
-        .sum();
-    let encoded = off_the_async_threads(json_values <= INLINE_JSON_VALUES, move || {
-        protocol::encode_response(&response, &binary_parts)
-    })
-    .await
-    .map_err(|e| {
-        V2Error::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding the response failed: {e}"),
-        )
-    })?;
-    let (body, header_len) = encoded.map_err(|e| {
-        V2Error::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding the response: {e}"),
-        )
-    })?;
-    let mut headers = timing_headers(&results, started);
-    match header_len {
-        Some(len) => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(protocol::HEADER_LENGTH, HeaderValue::from(len));
-        }
-        None => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-    }
-    Ok((headers, Body::from(body)).into_response())
-}
-
-/// Reads a request body under the router's body limit, mapping failures to v2 errors.
-async fn read_body(request: Request, state: &AppState) -> Result<Bytes, V2Error> {
-    use axum::extract::FromRequest;
-    within_body_deadline(state, Bytes::from_request(request, state))
-        .await?
-        .map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                V2Error::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "request body too large (limit {} bytes)",
-                        state.limits.max_body_bytes
-                    ),
-                )
-            } else {
-                V2Error::bad_request(format!("could not read the body: {e}"))
-            }
-        })
 }
