@@ -138,7 +138,7 @@ fn main() {
     // The movie the server builds for one still image with the default presentation.
     let movie: Option<Vec<f32>> = args.image.as_ref().map(|path| {
         let bytes = std::fs::read(path).expect("read --image");
-        let spec = convrnn_serve::api::inference::preprocess_spec(&info).expect("preprocessing");
+        let spec = convrnn_serve::image::Preprocess::for_input(&info.metadata.input);
         let frame = convrnn_serve::image::preprocess(&bytes, &spec, &Default::default())
             .expect("decode --image");
         let stimuli = Presentation::Default

@@ -44,7 +44,6 @@
 //! of a few levels, lossless formats with ±1.
 
 use std::io::Cursor;
-use std::str::FromStr;
 
 use fast_image_resize as fr;
 // `::image` (the crate) rather than `image`, since this module is itself called `image`.
@@ -63,49 +62,7 @@ use ::image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 pub const RESIZE_FILTER_DOC: &str =
     "bilinear (triangle), antialiased: Pillow Image.Resampling.BILINEAR / ImageOps.fit";
 
-/// How the decoded image is brought to the model's input size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResizePolicy {
-    /// Scale (preserving aspect ratio) so the image just covers `width × height` — for a square
-    /// target, the shorter side becomes the target size — then cut out the centre.
-    /// Metadata string: `shorter-side-then-center-crop`.
-    ShorterSideThenCenterCrop,
-    /// Scale each axis independently to `width × height` (distorts the aspect ratio).
-    /// Metadata string: `stretch`.
-    Stretch,
-}
-
-impl FromStr for ResizePolicy {
-    type Err = ImageError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "shorter-side-then-center-crop" => Ok(Self::ShorterSideThenCenterCrop),
-            "stretch" => Ok(Self::Stretch),
-            other => Err(ImageError::InvalidConfig(format!(
-                "unknown resize policy {other:?} (expected \"shorter-side-then-center-crop\" or \"stretch\")"
-            ))),
-        }
-    }
-}
-
-/// What to do with single-channel input when the model wants RGB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrayscalePolicy {
-    /// Copy the gray value into R, G and B. Metadata string: `replicate`.
-    Replicate,
-}
-
-impl FromStr for GrayscalePolicy {
-    type Err = ImageError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "replicate" => Ok(Self::Replicate),
-            other => Err(ImageError::InvalidConfig(format!(
-                "unknown grayscale policy {other:?} (expected \"replicate\")"
-            ))),
-        }
-    }
-}
+pub use crate::model::metadata::{GrayscalePolicy, ResizePolicy};
 
 /// The model's input description (the metadata's `input` object).
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +78,19 @@ pub struct Preprocess {
 }
 
 impl Preprocess {
+    /// What the model's contract asks for.
+    pub fn for_input(input: &crate::model::metadata::InputSpec) -> Self {
+        Self {
+            channels: input.channels,
+            height: input.height,
+            width: input.width,
+            mean: input.mean,
+            std: input.std,
+            resize: input.resize,
+            grayscale: input.grayscale,
+        }
+    }
+
     /// Number of f32 values [`preprocess`] returns: `channels * height * width`.
     pub fn output_len(&self) -> usize {
         self.channels * self.height as usize * self.width as usize
@@ -620,24 +590,6 @@ mod tests {
                 Rgb([0, 0, 255])
             }
         })
-    }
-
-    #[test]
-    fn policies_parse_from_metadata_strings() {
-        assert_eq!(
-            "shorter-side-then-center-crop".parse::<ResizePolicy>().ok(),
-            Some(ResizePolicy::ShorterSideThenCenterCrop)
-        );
-        assert_eq!(
-            "stretch".parse::<ResizePolicy>().ok(),
-            Some(ResizePolicy::Stretch)
-        );
-        assert!("crop".parse::<ResizePolicy>().is_err());
-        assert_eq!(
-            "replicate".parse::<GrayscalePolicy>().ok(),
-            Some(GrayscalePolicy::Replicate)
-        );
-        assert!("luma".parse::<GrayscalePolicy>().is_err());
     }
 
     #[test]

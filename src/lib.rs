@@ -61,7 +61,8 @@ pub fn load_models(dir: &Path, metrics: &Metrics) -> anyhow::Result<Vec<ModelInf
     let mut infos: Vec<ModelInfo> = Vec::new();
     for file in files {
         let started = Instant::now();
-        let info = ort_backend::inspect(&file)?;
+        let info =
+            ort_backend::inspect(&file).with_context(|| format!("loading {}", file.display()))?;
         if let Some(other) = infos.iter().find(|i| i.name() == info.name()) {
             bail!(
                 "{} and {} both call themselves {:?}",

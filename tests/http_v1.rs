@@ -37,7 +37,7 @@ fn reference_outputs(image: &[u8]) -> Vec<(String, Vec<f32>)> {
     init_runtime(None, Default::default()).unwrap();
     let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
     let m = &info.metadata;
-    let spec = convrnn_serve::api::inference::preprocess_spec(&info).unwrap();
+    let spec = convrnn_serve::image::Preprocess::for_input(&info.metadata.input);
     let frame = convrnn_serve::image::preprocess(image, &spec, &Default::default()).unwrap();
     let stimuli = Presentation::Default
         .stimuli(vec![Arc::new(frame)], None, &m.time)

@@ -102,25 +102,9 @@ async fn default_movie(s: &TestServer, png: &[u8]) -> Vec<f32> {
         .json()
         .await
         .unwrap();
-    let input = &d["input"];
-    let arr3 = |v: &Value| -> [f32; 3] {
-        let a: Vec<f32> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
-        [a[0], a[1], a[2]]
-    };
-    let spec = convrnn_serve::image::Preprocess {
-        channels: input["channels"].as_u64().unwrap() as usize,
-        height: input["height"].as_u64().unwrap() as u32,
-        width: input["width"].as_u64().unwrap() as u32,
-        mean: arr3(&input["mean"]),
-        std: arr3(&input["std"]),
-        resize: input["resize"].as_str().unwrap().parse().unwrap(),
-        grayscale: input["grayscale"].as_str().unwrap().parse().unwrap(),
-    };
+    let input: convrnn_serve::model::metadata::InputSpec =
+        serde_json::from_value(d["input"].clone()).unwrap();
+    let spec = convrnn_serve::image::Preprocess::for_input(&input);
     let frame =
         convrnn_serve::image::preprocess(png, &spec, &convrnn_serve::image::Limits::default())
             .unwrap();

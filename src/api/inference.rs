@@ -33,20 +33,6 @@ pub fn model_info(state: &AppState, name: &str) -> Result<Arc<ModelInfo>, ApiErr
         })
 }
 
-pub fn preprocess_spec(info: &ModelInfo) -> Result<Preprocess, ApiError> {
-    let input = &info.metadata.input;
-    let internal = |e: image::ImageError| ApiError::Internal(format!("model input spec: {e}"));
-    Ok(Preprocess {
-        channels: input.channels,
-        height: input.height,
-        width: input.width,
-        mean: input.mean,
-        std: input.std,
-        resize: input.resize.parse().map_err(internal)?,
-        grayscale: input.grayscale.parse().map_err(internal)?,
-    })
-}
-
 /// Requests decoding at once, process-wide: one per core.
 fn decode_permits() -> &'static Semaphore {
     static PERMITS: OnceLock<Semaphore> = OnceLock::new();
@@ -88,7 +74,7 @@ pub async fn decode_images(
     info: &ModelInfo,
     images: Vec<axum::body::Bytes>,
 ) -> Result<Vec<Frame>, ApiError> {
-    let spec = preprocess_spec(info)?;
+    let spec = Preprocess::for_input(&info.metadata.input);
     let limits = state.limits.image;
     let small = images.len() <= INLINE_DECODE_IMAGES
         && images.iter().all(|bytes| {

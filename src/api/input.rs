@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::engine::ModelEntry;
+use crate::engine::Admission;
 
 /// The encoded images of a request, before decoding.
 #[derive(Debug, Default)]
@@ -23,15 +23,13 @@ pub struct ImagePayload {
     /// The JSON options object, if the body carried one.
     pub options: Option<serde_json::Value>,
     /// The model's admission slot, held until the payload is dropped (after inference).
-    pub admission: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub admission: Option<Admission>,
 }
 
 /// Takes one of the model's admission slots before the body is read; none left is a 429 that
-/// costs neither the body's memory nor a decode. Routes without a known `{model}` pass.
-async fn admit(
-    req: Request,
-    state: &AppState,
-) -> Result<(Request, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
+/// costs neither the body's memory nor a decode. Routes without a served `{model}` pass (the
+/// handler answers 404).
+async fn admit(req: Request, state: &AppState) -> Result<(Request, Option<Admission>), ApiError> {
     let (mut parts, body) = req.into_parts();
     let model = RawPathParams::from_request_parts(&mut parts, state)
         .await
@@ -42,22 +40,10 @@ async fn admit(
                 .map(|(_, v)| v.to_string())
         });
     let req = Request::from_parts(parts, body);
-    let Some(entry) = model.as_deref().and_then(|m| state.engine.model(m)) else {
-        return Ok((req, None));
-    };
-    Ok((req, Some(admission_slot(state, entry)?)))
-}
-
-/// One of `entry`'s admission slots, or the 429 that says when to retry.
-pub fn admission_slot(
-    state: &AppState,
-    entry: &ModelEntry,
-) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    entry.admission.clone().try_acquire_owned().map_err(|_| {
-        entry
-            .overloaded(state.engine.config().request_timeout)
-            .into()
-    })
+    match model.as_deref() {
+        Some(m) if state.engine.model(m).is_some() => Ok((req, Some(state.engine.admit(m)?))),
+        _ => Ok((req, None)),
+    }
 }
 
 /// The JSON request body.

@@ -78,7 +78,7 @@ pub struct ModelEntry {
     /// Requests admitted at once (reading their body, decoding, queued, on the device): the
     /// queue capacity plus one full batch per worker. Taken before the body is read, so memory
     /// under overload is bounded by this, not by the number of open connections.
-    pub admission: Arc<tokio::sync::Semaphore>,
+    admission: Arc<tokio::sync::Semaphore>,
     queue: Arc<BatchQueue>,
     status: Arc<WorkerStatus>,
     workers: usize,
@@ -97,7 +97,7 @@ impl ModelEntry {
     /// The error for a request this model cannot admit now, with a `Retry-After` derived from
     /// how long its queue currently takes to drain (at least 1 s, HTTP's resolution; at most
     /// `request_timeout`, after which a queued item would have failed anyway).
-    pub fn overloaded(&self, request_timeout: Duration) -> EngineError {
+    fn overloaded(&self, request_timeout: Duration) -> EngineError {
         let ceiling = request_timeout.as_secs_f64().ceil().max(1.0);
         let wait = self.queue.recent_wait().as_secs_f64().ceil();
         EngineError::Overloaded {
@@ -115,6 +115,12 @@ impl ModelEntry {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// A request's place within its model's admission bound ([`Engine::admit`]); released on drop.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 pub struct Engine {
@@ -239,6 +245,22 @@ impl Engine {
     /// Flips readiness to false so load balancers stop sending; queued work still completes.
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes one of `model`'s admission slots, or the overload error that says when to retry.
+    /// Every API takes it before reading a request's body and holds it until the answer is
+    /// built, so what requests hold in memory is bounded per model, not per connection.
+    pub fn admit(&self, model: &str) -> Result<Admission, EngineError> {
+        let entry = self
+            .models
+            .get(model)
+            .ok_or_else(|| EngineError::UnknownModel(model.to_string()))?;
+        let permit = entry
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| entry.overloaded(self.config.request_timeout))?;
+        Ok(Admission { _permit: permit })
     }
 
     /// Runs every stimulus through the model and returns one result per stimulus, in order.

@@ -40,20 +40,49 @@ pub struct InputSpec {
     pub width: u32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
-    #[serde(default = "default_resize")]
-    #[schema(example = "shorter-side-then-center-crop")]
-    pub resize: String,
-    #[serde(default = "default_grayscale")]
-    #[schema(example = "replicate")]
-    pub grayscale: String,
+    #[serde(default)]
+    pub resize: ResizePolicy,
+    #[serde(default)]
+    pub grayscale: GrayscalePolicy,
 }
 
-fn default_resize() -> String {
-    "shorter-side-then-center-crop".into()
+/// How a decoded image is brought to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizePolicy {
+    /// Scale (preserving aspect ratio) so the image just covers `width x height` (for a square
+    /// target, the shorter side becomes the target size), then cut out the centre.
+    #[default]
+    ShorterSideThenCenterCrop,
+    /// Scale each axis independently to `width x height` (distorts the aspect ratio).
+    Stretch,
 }
 
-fn default_grayscale() -> String {
-    "replicate".into()
+/// How a one-channel image becomes the model's three channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrayscalePolicy {
+    /// Copy the gray value into R, G and B.
+    #[default]
+    Replicate,
+}
+
+/// The metadata spelling, as `inspect` prints it.
+impl std::fmt::Display for ResizePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ShorterSideThenCenterCrop => "shorter-side-then-center-crop",
+            Self::Stretch => "stretch",
+        })
+    }
+}
+
+impl std::fmt::Display for GrayscalePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Replicate => "replicate",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -84,9 +113,7 @@ pub struct LayerSpec {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReadoutSpec {
-    /// `last`, `max_conf` or `threshold`.
-    #[schema(example = "last")]
-    pub rule: String,
+    pub rule: ReadoutRule,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,19 +123,44 @@ pub struct ReadoutSpec {
     pub first_driven_step: Option<usize>,
 }
 
+/// Which timestep's logits answer "what is it" ([`crate::model::readout::readout_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadoutRule {
+    /// The last step.
+    Last,
+    /// The most confident step from the readout's first driven step on.
+    MaxConf,
+    /// The first step whose top probability reaches `threshold`.
+    Threshold,
+}
+
+impl std::fmt::Display for ReadoutRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Last => "last",
+            Self::MaxConf => "max_conf",
+            Self::Threshold => "threshold",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     #[error("the file has no `{METADATA_KEY}` metadata entry")]
     Missing,
-    #[error("the `{METADATA_KEY}` metadata is not valid JSON for the contract: {0}")]
-    Json(#[from] serde_json::Error),
+    #[error("the `{METADATA_KEY}` metadata does not fit the contract: {0}")]
+    Json(#[from] serde_path_to_error::Error<serde_json::Error>),
     #[error("invalid metadata: {0}")]
     Invalid(String),
 }
 
 impl ModelMetadata {
     pub fn from_json(text: &str) -> Result<Self, MetadataError> {
-        let meta: ModelMetadata = serde_json::from_str(text)?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let meta: ModelMetadata = serde_path_to_error::deserialize(&mut de)?;
+        de.end()
+            .map_err(|e| MetadataError::Invalid(format!("trailing text after the JSON: {e}")))?;
         meta.validate()?;
         Ok(meta)
     }
@@ -136,15 +188,10 @@ impl ModelMetadata {
         if self.labels.is_empty() {
             return bad("labels is empty".into());
         }
-        if self.input.channels != 3 {
-            return bad(format!(
-                "input.channels is {}, expected 3",
-                self.input.channels
-            ));
-        }
-        if self.input.height == 0 || self.input.width == 0 {
-            return bad("input height and width must be positive".into());
-        }
+        // The preprocessing every request will run, checked once here.
+        crate::image::Preprocess::for_input(&self.input)
+            .validate()
+            .or_else(|e| bad(format!("input: {e}")))?;
         if self.input.std.iter().any(|s| *s <= 0.0) {
             return bad("input.std must be positive".into());
         }
@@ -166,15 +213,8 @@ impl ModelMetadata {
                 ));
             }
         }
-        match self.readout.rule.as_str() {
-            "last" => {}
-            "max_conf" => {}
-            "threshold" => {
-                if self.readout.threshold.is_none() {
-                    return bad("readout.rule=threshold needs readout.threshold".into());
-                }
-            }
-            other => return bad(format!("unknown readout.rule {other:?}")),
+        if self.readout.rule == ReadoutRule::Threshold && self.readout.threshold.is_none() {
+            return bad("readout.rule=threshold needs readout.threshold".into());
         }
         Ok(())
     }
@@ -230,7 +270,33 @@ pub(crate) mod tests {
         assert_eq!(m.name, "tiny");
         assert_eq!(m.frame_len(), 3 * 8 * 8);
         assert_eq!(m.readout_first_driven_step(), 2);
-        assert_eq!(m.input.resize, "shorter-side-then-center-crop");
+        assert_eq!(m.input.resize, ResizePolicy::ShorterSideThenCenterCrop);
+        assert_eq!(m.input.grayscale, GrayscalePolicy::Replicate);
+        assert_eq!(m.readout.rule, ReadoutRule::Last);
+    }
+
+    #[test]
+    fn policies_are_parsed_at_load_and_keep_their_spelling() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample_json()).unwrap();
+        v["input"]["resize"] = "stretch".into();
+        v["readout"] = serde_json::json!({"rule": "max_conf", "beta": 2.0});
+        let m = ModelMetadata::from_json(&v.to_string()).unwrap();
+        assert_eq!(m.input.resize, ResizePolicy::Stretch);
+        assert_eq!(m.readout.rule, ReadoutRule::MaxConf);
+        let back = serde_json::to_value(&m).unwrap();
+        assert_eq!(back["input"]["resize"], "stretch");
+        assert_eq!(back["input"]["grayscale"], "replicate");
+        assert_eq!(back["readout"]["rule"], "max_conf");
+        assert_eq!(m.input.resize.to_string(), "stretch");
+        // A bad value is a load error naming the field, not a 500 on every request.
+        for (field, value) in [("resize", "crop"), ("grayscale", "luma")] {
+            let mut v: serde_json::Value = serde_json::from_str(&sample_json()).unwrap();
+            v["input"][field] = value.into();
+            let err = ModelMetadata::from_json(&v.to_string())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("input.") && err.contains(value), "{err}");
+        }
     }
 
     #[test]
@@ -246,6 +312,13 @@ pub(crate) mod tests {
         assert!(ModelMetadata::from_json(&v.to_string()).is_err());
         let mut v: serde_json::Value = serde_json::from_str(&sample_json()).unwrap();
         v["readout"]["rule"] = "vote".into();
+        assert!(ModelMetadata::from_json(&v.to_string()).is_err());
+        let mut v: serde_json::Value = serde_json::from_str(&sample_json()).unwrap();
+        v["input"]["channels"] = 1.into();
+        assert!(ModelMetadata::from_json(&v.to_string()).is_err());
+        let mut v: serde_json::Value = serde_json::from_str(&sample_json()).unwrap();
+        v["input"]["width"] = 100_000.into();
+        v["input"]["height"] = 100_000.into();
         assert!(ModelMetadata::from_json(&v.to_string()).is_err());
     }
 }

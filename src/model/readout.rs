@@ -1,6 +1,6 @@
 //! Readout rules (convrnn-spec.md section 3): which timestep's logits answer "what is it".
 
-use super::metadata::ModelMetadata;
+use super::metadata::{ModelMetadata, ReadoutRule};
 
 /// Numerically stable softmax of `logits * beta`.
 pub fn softmax(logits: &[f32], beta: f32) -> Vec<f32> {
@@ -43,15 +43,15 @@ pub fn readout_step(meta: &ModelMetadata, logits: &[f32]) -> usize {
             })
             .0
     };
-    match meta.readout.rule.as_str() {
-        "max_conf" => most_confident(meta.readout.beta.unwrap_or(1.0)),
-        "threshold" => {
+    match meta.readout.rule {
+        ReadoutRule::MaxConf => most_confident(meta.readout.beta.unwrap_or(1.0)),
+        ReadoutRule::Threshold => {
             let thr = meta.readout.threshold.unwrap_or(0.9);
             (first..steps)
                 .find(|&t| confidence(t, 1.0) >= thr)
                 .unwrap_or_else(|| most_confident(1.0))
         }
-        _ => last,
+        ReadoutRule::Last => last,
     }
 }
 

@@ -17,7 +17,7 @@ use super::{resolve, IMAGES_INPUT, MODEL_VERSION};
 use crate::api::inference::{
     off_the_async_threads, run_images, timing_headers, INLINE_JSON_VALUES,
 };
-use crate::api::input::{admission_slot, within_body_deadline, ImagePayload};
+use crate::api::input::{within_body_deadline, ImagePayload};
 use crate::api::AppState;
 use crate::engine::{FrameSource, ItemResult, Stimulus};
 use crate::model::{ModelInfo, INPUT_NAME};
@@ -204,10 +204,7 @@ pub(super) async fn infer(
         .transpose()?;
     // An admission slot before the body is read, as on /v1: without one, every open connection
     // could hold a body of up to --max-body-bytes at once, outside the queue's memory bound.
-    let admission = match state.engine.model(info.name()) {
-        Some(entry) => Some(admission_slot(&state, entry)?),
-        None => None,
-    };
+    let admission = state.engine.admit(info.name())?;
     // Read the bytes ourselves: tritonclient sends no Content-Type, and binary bodies are not
     // JSON. The router's DefaultBodyLimit (--max-body-bytes) applies here.
     let body = read_body(request, &state).await?;
@@ -245,7 +242,7 @@ pub(super) async fn infer(
                 images,
                 mask: None,
                 options: None,
-                admission,
+                admission: Some(admission),
             };
             run_images(&state, &info, payload, &Presentation::Default, names).await?
         }
