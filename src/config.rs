@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::backend::Device;
+pub use crate::thread_plan::CpuThreadPool;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +40,9 @@ pub enum Command {
     },
 }
 
+/// The heading of the flags that tune performance: `-h` leaves them out, `--help` shows them.
+const TUNING: &str = "Tuning (shown by --help, not -h)";
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Directory whose `*.onnx` files are served (each under its metadata `name`).
@@ -66,10 +70,9 @@ pub struct ServeArgs {
 
     /// On CPU, the longest a batch may take at the batch-1 speed each worker measures at warm-up:
     /// a CPU worker runs at most budget / (batch-1 time) images at once (at least 1, at most
-    /// --max-batch-size). CPU batching only spreads a run's fixed cost, which matters for a small
-    /// model and not for a paper-sized one, where big batches only multiply latency and the memory
-    /// ONNX Runtime keeps. 0 = always --max-batch-size. Not applied on CUDA
-    #[arg(long, env = "CONVRNN_CPU_BATCH_BUDGET_MS", default_value_t = 200)]
+    /// --max-batch-size), since on CPU a big batch of a large model only multiplies latency and
+    /// memory. 0 = always --max-batch-size. Not applied on CUDA
+    #[arg(long, env = "CONVRNN_CPU_BATCH_BUDGET_MS", default_value_t = 200, help_heading = TUNING, hide_short_help = true)]
     pub cpu_batch_budget_ms: u64,
 
     /// How long an idle worker waits for a batch to fill after its first item arrived. The
@@ -106,7 +109,7 @@ pub struct ServeArgs {
 
     /// Open HTTP connections at most; further clients wait in the kernel's accept backlog until
     /// one closes. Bounds what connections that have not been admitted yet can hold (each at
-    /// most a 64 KiB request head; docs/benchmarks.md, "Memory bound under overload").
+    /// most a 64 KiB request head).
     #[arg(long, env = "CONVRNN_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
 
@@ -118,17 +121,15 @@ pub struct ServeArgs {
     pub header_timeout_ms: u64,
 
     /// Threads of the async runtime that serves HTTP (0 = one per four cores, at least one).
-    /// They parse requests, decode small images and write answers: ~60-150 us of CPU a request
-    /// on a 2-core VM, against 0.5 ms or more of inference. More of them only take turns with
-    /// the inference threads on the same cores: on 2 cores, 1 instead of 2 cut their CPU a
-    /// request by 10-30% and their context switches by half (docs/benchmarks.md, finding 24).
+    /// They parse requests, decode small images and write answers, a small cost next to
+    /// inference; more of them only take turns with the inference threads on the same cores.
     /// Large images are decoded on a separate blocking pool whatever this is.
-    #[arg(long, env = "CONVRNN_HTTP_THREADS", default_value_t = 0)]
+    #[arg(long, env = "CONVRNN_HTTP_THREADS", default_value_t = 0, help_heading = TUNING, hide_short_help = true)]
     pub http_threads: usize,
 
     /// Intra-op threads: of the shared pool (0 = one per core), or of each CPU worker's session
     /// with `adaptive` and `per-session` (0 = cores / CPU sessions).
-    #[arg(long, env = "CONVRNN_INTRA_THREADS", default_value_t = 0)]
+    #[arg(long, env = "CONVRNN_INTRA_THREADS", default_value_t = 0, help_heading = TUNING, hide_short_help = true)]
     pub intra_threads: usize,
 
     /// `adaptive`: each CPU session runs on its share of the cores, and each model also keeps a
@@ -136,20 +137,18 @@ pub struct ServeArgs {
     /// at start-up (low-load latency of all cores, saturated throughput of one core per session;
     /// one more copy of the model in memory). `per-session`: each session only on its share.
     /// `shared`: every session of every model on one pool of all cores; concurrent runs split it.
-    /// docs/benchmarks.md, "Tuning", has the measurements.
-    #[arg(long, env = "CONVRNN_CPU_THREAD_POOL", value_enum, default_value_t = CpuThreadPool::Adaptive)]
+    #[arg(long, env = "CONVRNN_CPU_THREAD_POOL", value_enum, default_value_t = CpuThreadPool::Adaptive, help_heading = TUNING, hide_short_help = true)]
     pub cpu_thread_pool: CpuThreadPool,
 
     /// Run requests that want only the logits (classification) on a second session whose graph
     /// is cut down to what the logits depend on: ONNX Runtime otherwise computes every layer at
-    /// every step for the activation outputs. Same results; classify ~1.5x faster on the
-    /// paper-sized model (docs/benchmarks.md, finding 17); one more session per worker to build
-    /// and hold. `false` serves everything from the whole graph.
-    #[arg(long, env = "CONVRNN_PRUNE_LOGITS_GRAPH", default_value_t = true, action = clap::ArgAction::Set)]
+    /// every step for the activation outputs. Same results, faster classification, one more
+    /// session per worker to build and hold. `false` serves everything from the whole graph.
+    #[arg(long, env = "CONVRNN_PRUNE_LOGITS_GRAPH", default_value_t = true, action = clap::ArgAction::Set, help_heading = TUNING, hide_short_help = true)]
     pub prune_logits_graph: bool,
 
-    /// On SIGTERM/SIGINT: seconds readiness reports 503 before the listener closes (lets load
-    /// balancers notice), then in-flight requests get up to --drain-timeout-ms to finish.
+    /// On SIGTERM/SIGINT: milliseconds readiness reports 503 before the listener closes (lets
+    /// load balancers notice), then in-flight requests get up to --drain-timeout-ms to finish.
     #[arg(long, env = "CONVRNN_DRAIN_DELAY_MS", default_value_t = 0)]
     pub drain_delay_ms: u64,
 
@@ -166,39 +165,7 @@ pub struct ServeArgs {
     pub log_format: String,
 }
 
-/// How CPU sessions get their intra-op threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CpuThreadPool {
-    Adaptive,
-    PerSession,
-    Shared,
-}
-
-impl CpuThreadPool {
-    /// Threads of the shared pool, or of each of `cpu_sessions` per-session pools: `requested`,
-    /// or for 0 every core (shared) or an equal share of them (per-session: oversubscribing the
-    /// cores only adds context switches).
-    pub fn intra_threads(self, requested: usize, cores: usize, cpu_sessions: usize) -> usize {
-        match (self, requested) {
-            (_, n) if n > 0 => n,
-            (CpuThreadPool::Shared, _) => cores,
-            (CpuThreadPool::PerSession | CpuThreadPool::Adaptive, _) => {
-                (cores / cpu_sessions.max(1)).max(1)
-            }
-        }
-    }
-}
-
 impl ServeArgs {
-    /// `--sessions-per-device` with 0 resolved for `devices` on a machine with `cores` cores.
-    pub fn sessions_per_device(&self, devices: &[Device], cores: usize) -> usize {
-        match self.sessions_per_device {
-            0 if devices.contains(&Device::Cpu) => cores.clamp(1, 4),
-            0 => 2,
-            n => n,
-        }
-    }
-
     /// `--cpu-batch-budget-ms`, None when 0 (off).
     pub fn cpu_batch_budget(&self) -> Option<Duration> {
         (self.cpu_batch_budget_ms > 0).then(|| Duration::from_millis(self.cpu_batch_budget_ms))
@@ -254,23 +221,6 @@ pub fn parse_devices(spec: &str, cuda_devices: &[i32]) -> Result<Vec<Device>, St
     }
 }
 
-/// The cores this process may use. `available_parallelism` honours cgroup CPU quotas (a
-/// Kubernetes CPU limit), unlike ONNX Runtime's own default of one thread per physical core of
-/// the node; every thread count the server derives starts from this one number.
-pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Worker threads of the async runtime: `requested`, or for 0 a quarter of `cores` (at least
-/// one); see `ServeArgs::http_threads`.
-pub fn http_threads(requested: usize, cores: usize) -> usize {
-    if requested > 0 {
-        requested
-    } else {
-        (cores / 4).max(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,41 +238,6 @@ mod tests {
         );
         assert!(parse_devices("tpu", &[]).is_err());
         assert!(parse_devices("cuda:x", &[]).is_err());
-    }
-
-    #[test]
-    fn http_threads_default_to_a_quarter_of_the_cores() {
-        assert_eq!(http_threads(0, 1), 1);
-        assert_eq!(http_threads(0, 2), 1);
-        assert_eq!(http_threads(0, 8), 2);
-        assert_eq!(http_threads(0, 64), 16);
-        assert_eq!(http_threads(3, 2), 3);
-    }
-
-    #[test]
-    fn intra_threads_per_pool() {
-        use CpuThreadPool::*;
-        assert_eq!(Shared.intra_threads(0, 8, 4), 8);
-        assert_eq!(PerSession.intra_threads(0, 8, 4), 2);
-        assert_eq!(PerSession.intra_threads(0, 2, 4), 1);
-        assert_eq!(PerSession.intra_threads(3, 8, 4), 3);
-        assert_eq!(Shared.intra_threads(3, 8, 4), 3);
-        assert_eq!(Adaptive.intra_threads(0, 8, 4), 2);
-        assert_eq!(Adaptive.intra_threads(0, 2, 2), 1);
-    }
-
-    #[test]
-    fn automatic_sessions_per_device() {
-        let mut a = ServeArgs::defaults();
-        assert_eq!(a.sessions_per_device(&[Device::Cpu], 2), 2);
-        assert_eq!(a.sessions_per_device(&[Device::Cpu], 1), 1);
-        assert_eq!(a.sessions_per_device(&[Device::Cpu], 32), 4);
-        assert_eq!(
-            a.sessions_per_device(&[Device::Cuda(0), Device::Cuda(1)], 32),
-            2
-        );
-        a.sessions_per_device = 3;
-        assert_eq!(a.sessions_per_device(&[Device::Cpu], 2), 3);
     }
 
     #[test]

@@ -391,9 +391,9 @@ fn decode(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, ImageError> {
 }
 
 /// JPEG through zune-jpeg directly, the decoder `image` wraps. The wrapper parses the headers
-/// and builds the Huffman tables three times per image (to open, for EXIF, to decode), which
-/// was the largest item of the HTTP threads' profile on model-sized images (docs/benchmarks.md,
-/// finding 15); here they are parsed once. Output is the same for every JPEG `image` decodes to
+/// and builds the Huffman tables three times per image (to open, for EXIF, to decode), the
+/// largest cost of decoding a model-sized image; here they are parsed once. Output is the same
+/// for every JPEG `image` decodes to
 /// gray or RGB (one-component stays gray; YCbCr, CMYK and YCCK become RGB); the exotic
 /// four-component RGBA colour space, which `image` would keep as RGBA, becomes RGB here.
 fn decode_jpeg(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, ImageError> {

@@ -24,6 +24,7 @@ pub mod model;
 pub mod npz;
 pub mod presentation;
 pub mod shutdown;
+pub mod thread_plan;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -35,10 +36,11 @@ use tokio::net::TcpListener;
 
 use backend::ort as ort_backend;
 use backend::{Backend, Device};
-use config::{CpuThreadPool, ServeArgs};
+use config::ServeArgs;
 use engine::{BackendFactory, Engine, EngineConfig, Width};
 use metrics::Metrics;
 use model::ModelInfo;
+use thread_plan::ThreadPlan;
 
 /// Every `*.onnx` directly inside `dir`, sorted by file name.
 pub fn model_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -98,36 +100,28 @@ pub fn resolve_devices(spec: &str) -> anyhow::Result<Vec<Device>> {
     Ok(devices)
 }
 
-/// Builds the engine for `args`: loads models, picks devices and thread counts, starts workers.
+/// Builds the engine for `args`: loads models, picks devices, plans the threads, starts workers.
 pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine>> {
-    let cores = config::available_cores();
-    let pool = args.cpu_thread_pool;
+    let cores = thread_plan::available_cores();
+    // The shared pool belongs to the runtime, which is created before the models are read; its
+    // size does not depend on the number of sessions.
     let runtime = ort_backend::RuntimeOptions {
-        // The shared pool's size does not depend on the number of sessions.
-        shared_intra_threads: (pool == CpuThreadPool::Shared)
-            .then(|| pool.intra_threads(args.intra_threads, cores, 1)),
+        shared_intra_threads: ThreadPlan::new(args, cores, &[Device::Cpu], 1).shared_pool_threads,
     };
     let library = ort_backend::init_runtime(args.ort_library.as_deref(), runtime)?;
-    tracing::info!(library = %library.display(), ?pool, "ONNX Runtime loaded");
+    tracing::info!(library = %library.display(), "ONNX Runtime loaded");
     let infos = load_models(&args.model_dir, &metrics)?;
     let devices = resolve_devices(&args.devices)?;
-    let sessions_per_device = args.sessions_per_device(&devices, cores);
-    let cpu_sessions = if devices.contains(&Device::Cpu) {
-        infos.len() * sessions_per_device
-    } else {
-        1
-    };
-    let intra_threads = pool.intra_threads(args.intra_threads, cores, cpu_sessions);
+    let plan = ThreadPlan::new(args, cores, &devices, infos.len());
+    plan.log();
     let share = ort_backend::SessionOptions {
-        intra_threads,
+        intra_threads: plan.intra_threads,
         prune_for_logits: args.prune_logits_graph,
     };
     let all = ort_backend::SessionOptions {
         intra_threads: cores,
         ..share.clone()
     };
-    // A worker whose share is already every core has nothing to borrow.
-    let cpu_adaptive = pool == CpuThreadPool::Adaptive && intra_threads < cores;
     let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device: Device, width| {
         let options = match width {
             Width::Share => &share,
@@ -135,19 +129,19 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
         };
         ort_backend::OrtBackend::new(info, device, options).map(|b| Box::new(b) as Box<dyn Backend>)
     });
-    tracing::info!(devices = ?devices.iter().map(|d| d.to_string()).collect::<Vec<_>>(), sessions_per_device, intra_threads, cpu_adaptive, "starting workers");
+    tracing::info!(devices = ?devices.iter().map(|d| d.to_string()).collect::<Vec<_>>(), "starting workers");
     let engine = Engine::start(
         infos,
         factory,
         EngineConfig {
             devices,
-            sessions_per_device,
+            sessions_per_device: plan.sessions_per_device,
             max_batch: args.max_batch_size.max(1),
             cpu_batch_budget: args.cpu_batch_budget(),
             max_delay: args.max_queue_delay(),
             queue_capacity: args.queue_capacity.max(1),
             request_timeout: args.request_timeout(),
-            cpu_adaptive,
+            cpu_adaptive: plan.all_cores_sessions,
         },
         metrics,
     )?;
@@ -158,6 +152,9 @@ pub fn app_state(args: &ServeArgs, engine: Arc<Engine>, metrics: Arc<Metrics>) -
     api::AppState {
         engine,
         metrics,
+        decode_permits: Arc::new(tokio::sync::Semaphore::new(ThreadPlan::decode_permits(
+            thread_plan::available_cores(),
+        ))),
         limits: Arc::new(api::Limits {
             max_body_bytes: args.max_body_bytes,
             max_images_per_request: args.max_images_per_request,

@@ -3,10 +3,10 @@
 
 use clap::Parser;
 use convrnn_serve::config::{Cli, Command};
+use convrnn_serve::thread_plan::ThreadPlan;
 
-// Under a connection storm (thousands of short connections a second, most answered 429) glibc's
-// malloc kept growing the heap slowly (163 -> 183 MiB over 90 s); mimalloc stayed flat (218-236
-// MiB) and returns freed pages on its own (docs/benchmarks.md, "Memory bound").
+// Under a connection storm glibc's malloc kept growing the heap slowly, while mimalloc stays
+// flat and returns freed pages on its own (docs/performance.md, "Allocator").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -54,12 +54,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format == "json");
-            let cores = convrnn_serve::config::available_cores();
+            let cores = convrnn_serve::thread_plan::available_cores();
             let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(convrnn_serve::config::http_threads(
-                    args.http_threads,
-                    cores,
-                ))
+                .worker_threads(ThreadPlan::http_threads(&args, cores))
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {

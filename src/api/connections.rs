@@ -4,8 +4,8 @@
 //! `axum::serve` keeps a connection for as long as the client likes and lets a request head grow
 //! to hyper's ~400 KB buffer. Every other bound of the server (admission slots, the decode
 //! limit) starts once a request head is complete, so a client that opens connections and never
-//! finishes a head held memory outside all of them: 1000 connections stalled 300 KB into a head
-//! took 510 MiB for as long as they stayed open (docs/benchmarks.md, finding 26). Here:
+//! finishes a head held memory outside all of them, for as long as it liked
+//! (docs/performance.md, "Connections"). Here:
 //! - at most `max_connections` are open at once; the next waits in the kernel's accept backlog
 //!   until one closes, so a flood queues instead of growing the process;
 //! - a connection that has not sent a complete request head `header_timeout` after it opened or
@@ -53,9 +53,8 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(MAX_HEAD_BYTES)
-        // The read buffer grows by doubling towards this; under hyper's ~400 KB default a
-        // stalled 60 KB head held 135-240 KB a connection, ~100 KB with this cap (finding 26).
-        // Bodies stream through it in chunks of at most this size.
+        // The read buffer grows by doubling towards this, so the cap bounds what a stalled head
+        // holds; bodies stream through it in chunks of at most this size.
         .max_buf_size(MAX_HEAD_BYTES + 16 * 1024);
     // Clamped: tokio's semaphore panics above MAX_PERMITS, and no host holds that many sockets.
     let slots = Arc::new(Semaphore::new(

@@ -2,10 +2,9 @@
 //! KServe v2 with encoded images): find the model, decode and preprocess the images off the async
 //! runtime, lay them out in time, and run them through the engine.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
-use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use super::input::ImagePayload;
@@ -33,17 +32,10 @@ pub fn model_info(state: &AppState, name: &str) -> Result<Arc<ModelInfo>, ApiErr
         })
 }
 
-/// Requests decoding at once, process-wide: one per core.
-fn decode_permits() -> &'static Semaphore {
-    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
-    PERMITS.get_or_init(|| Semaphore::new(crate::config::available_cores()))
-}
-
 /// Answers up to this many values are built on the async thread, where the hand-off to the
-/// blocking pool would cost about as much as the work: an npz answer is a copy (rgc_fmnist, all
-/// layers x steps of one image: 44K values, a 175 KB npz, ~20 us), JSON formats every number
-/// (~50 ns each: 2 ms for the same answer, which on one async thread capped JSON answers at
-/// ~500/s in run `final10`, docs/benchmarks.md finding 24).
+/// blocking pool would cost about as much as the work: an npz answer is a copy, while JSON
+/// formats every number, which for a large answer would hold up every other connection on that
+/// thread (docs/performance.md, "Threading").
 pub const INLINE_NPZ_VALUES: usize = 64 * 1024;
 pub const INLINE_JSON_VALUES: usize = 4 * 1024;
 
@@ -86,8 +78,9 @@ pub async fn decode_images(
     }
     // Decode at most one request per core at a time. Unbounded, every open connection would get
     // a blocking thread (tokio allows 512) holding a full-size decoded image, and on a small
-    // machine they would starve the inference threads (see docs/benchmarks.md, memory).
-    let _permit = decode_permits()
+    // machine they would starve the inference threads (docs/performance.md, "Memory").
+    let _permit = state
+        .decode_permits
         .acquire()
         .await
         .map_err(|e| ApiError::Internal(format!("decoder permits: {e}")))?;

@@ -41,15 +41,17 @@ pub struct Limits {
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
+    /// Requests whose images decode on the blocking pool at once ([`crate::thread_plan`]):
+    /// unbounded, every open connection could hold a blocking thread and a full-size image.
+    pub decode_permits: Arc<tokio::sync::Semaphore>,
     pub limits: Arc<Limits>,
 }
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     // Serialised once and shared: axum clones every route's handler for each new connection
-    // (`Router::with_state` per accepted stream), so a handler owning the document deep-copied
-    // it per connection: ~0.7 MB each (+378 MB for 512 keep-alive connections;
-    // docs/benchmarks.md). Swagger UI keeps its copy behind an Arc.
+    // (`Router::with_state` per accepted stream), so a handler owning the document would
+    // deep-copy its ~0.7 MB per connection. Swagger UI keeps its copy behind an Arc.
     let doc = openapi::document();
     let spec =
         axum::body::Bytes::from(serde_json::to_vec(&doc).expect("the OpenAPI document serialises"));
@@ -80,9 +82,9 @@ pub fn router(state: AppState) -> Router {
 
 /// A 429 for want of an admission slot, or a 413, is sent before the body is read. Kept alive,
 /// the connection would still have to take that body in before it could parse the next request:
-/// hyper's read buffer grows towards the body's size on every such connection, and under a storm
-/// of camera-size uploads RSS climbed by ~300 KB per open connection (107 -> 572 MiB in 60 s,
-/// docs/benchmarks.md, finding 13). Closing drops the buffer and the unread body with it. Every
+/// hyper's read buffer grows towards the body's size on every such connection, so a storm of
+/// camera-size uploads grows memory with the open connections (docs/performance.md, "Memory").
+/// Closing drops the buffer and the unread body with it. Every
 /// 429 closes, also the rarer one from a full queue after the body was read: a client told to
 /// back off reconnects when it retries. A 408 (body not sent in time) leaves the rest unread.
 async fn close_after_refusal(mut response: Response) -> Response {

@@ -4,14 +4,12 @@
 //! Building a session (graph optimisation, constant folding, the memory planner) allocates and
 //! frees hundreds of megabytes for a paper-sized model, and glibc keeps what was freed in the
 //! arena of the thread that freed it, one arena per thread that built a session. Nothing reuses
-//! it afterwards, since inference draws on ONNX Runtime's own arena: rgc_intermediate with the
-//! default layout sat at 2.6 GiB resident after start-up, of which `malloc_trim` returned 1.1 GiB
-//! (docs/benchmarks.md, finding 22).
+//! it afterwards, since inference draws on ONNX Runtime's own arena, so a paper-sized model's
+//! resident memory after start-up was mostly garbage (docs/performance.md, "Memory").
 
 /// Returns the free pages of every glibc malloc arena to the kernel. Cheap (a walk over the free
-/// lists); called after each session build (`ort::build_session`). A further call once the
-/// sessions were warm changed nothing (idle RSS 1445-1450 MiB without it, 1451-1458 with it).
-/// On other C libraries it does nothing.
+/// lists); called after each session build (`ort::build_session`); once the sessions are warm
+/// there is nothing left to return. On other C libraries it does nothing.
 pub fn release_freed_memory() {
     // SAFETY: malloc_trim takes no pointers and is thread-safe (it locks each arena).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

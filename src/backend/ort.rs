@@ -216,18 +216,13 @@ fn build_session(
         .map_err(conv)?;
     match device {
         Device::Cpu => {
-            let threads = if options.intra_threads == 0 {
-                crate::config::available_cores()
-            } else {
-                options.intra_threads
-            };
             builder = builder
-                .with_intra_threads(threads)
+                .with_intra_threads(options.intra_threads.max(1))
                 .map_err(conv)?
                 .with_inter_threads(1)
                 .map_err(conv)?
-                // Idle pool threads spinning for work burned ~25% of the CPU under load and
-                // starved decoding and the HTTP threads on a small machine (docs/benchmarks.md).
+                // Idle pool threads spinning for work steal the cores that decoding and the HTTP
+                // threads need (docs/performance.md, "Threading").
                 .with_intra_op_spinning(false)
                 .map_err(conv)?;
         }

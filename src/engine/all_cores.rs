@@ -4,9 +4,9 @@
 //!
 //! Why: on a CPU, latency at low load wants all cores on one request, while saturated throughput
 //! wants one narrow session per core (no hand-offs between pool threads). No fixed layout gives
-//! both (docs/benchmarks.md, finding 10); choosing per batch does. Whether the all-cores session
-//! is faster at all is measured at start-up: for tiny models the pool's hand-offs cost more than
-//! the extra core gives, and the session is dropped again.
+//! both (docs/performance.md, "Threading"); choosing per batch does. Whether the all-cores
+//! session is faster at all is timed at start-up: for tiny models the pool's hand-offs cost more
+//! than the extra core gives, and the session is dropped again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};

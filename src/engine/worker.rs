@@ -176,10 +176,9 @@ fn warm_up(
 
 /// The largest batch, at most `max_batch`, whose run fits in `budget` when one image takes
 /// `single`. On CPU a batch costs about its size times one image (the cores are busy either
-/// way), so batching only spreads the fixed cost of a run: it pays on a small model (rgc_fmnist:
-/// 580 img/s at batch 1, 960 at 32) and gives nothing on a paper-sized one (rgc_intermediate
-/// ~1.2 img/s at batch 1, 2 and 4), where a batch of 8 only multiplies the latency and the memory
-/// ONNX Runtime keeps for the largest batch it has run (docs/benchmarks.md, finding 19).
+/// way), so batching only spreads the fixed cost of a run: it pays on a small model and gives
+/// nothing on a paper-sized one, where a big batch only multiplies the latency and the memory
+/// ONNX Runtime keeps for the largest batch it has run (docs/performance.md, "Batching").
 pub(crate) fn cpu_batch_cap(single: Duration, budget: Duration, max_batch: usize) -> usize {
     let fits = budget.as_secs_f64() / single.as_secs_f64().max(1e-9);
     (fits.floor() as usize).clamp(1, max_batch.max(1))

@@ -1,11 +1,11 @@
 //! A servable file's graph cut down to the outputs a run needs.
 //!
 //! ONNX Runtime executes every node of a session's graph on every run, whichever outputs the run
-//! asks for: on the committed model a batch that asks only for `logits` takes as long as one that
-//! asks for everything (docs/benchmarks.md, finding 17). An unrolled ConvRNN computes every layer
-//! at every step for its `[N,T,C,H,W]` activation output, but the logits at step t only reach
-//! back to layer l at step t - (depth - l): on `rgc_fmnist` 325 of 980 nodes, on
-//! `rgc_intermediate` 3452 of 10719, feed nothing but activation outputs. Classification runs on
+//! asks for, so a batch that asks only for `logits` costs as much as one that asks for
+//! everything. An unrolled ConvRNN computes every layer at every step for its `[N,T,C,H,W]`
+//! activation output, but the logits at step t only reach back to layer l at step
+//! t - (depth - l), so a large part of the graph feeds nothing but activation outputs
+//! (docs/performance.md, "Pruned graphs", has the node counts). Classification runs on
 //! a session built from the graph pruned here to `logits`; its results are the same bits. (The
 //! steps before a layer is image-driven are computed at batch 1 in the file and folded into
 //! constants by ONNX Runtime when it builds a session: models/convrnn/model.py `forward`.)
