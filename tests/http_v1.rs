@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -501,51 +500,8 @@ async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
         max_batch > 1,
         "concurrent requests were batched (largest batch {max_batch})"
     );
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(metrics.contains("convrnn_batch_size_bucket"));
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn several_sessions_share_the_work() {
-    let s = TestServer::start(|a| {
-        a.sessions_per_device = 2;
-        a.max_batch_size = 1;
-        a.max_queue_delay_ms = 0;
-    })
-    .await;
-    // Each request brings four images, queued at once: the worker that takes the first wakes
-    // the other for the rest. (Forty one-image requests, as before, could all go to one worker
-    // when they arrived one by one on a loaded machine, and did once.)
-    let img = base64::engine::general_purpose::STANDARD.encode(png(16, 16, 1));
-    let body = serde_json::json!({ "images": [&img, &img, &img, &img] });
-    let tasks: Vec<_> = (0..10)
-        .map(|_| {
-            let req = s.client.post(classify_url(&s, "")).json(&body);
-            tokio::spawn(async move {
-                req.send().await.unwrap().headers()["x-worker"]
-                    .to_str()
-                    .unwrap()
-                    .to_string()
-            })
-        })
-        .collect();
-    let mut workers = HashSet::new();
-    for t in tasks {
-        workers.extend(t.await.unwrap().split(',').map(str::to_string));
-    }
-    assert_eq!(
-        workers,
-        HashSet::from(["cpu#0".to_string(), "cpu#1".to_string()])
-    );
     s.stop().await;
 }
 
@@ -709,15 +665,7 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_carries_on() {
     assert_eq!(not_acceptable.status(), 406);
     let ok = post_image(&s, &classify_url(&s, ""), good, "image/png").await;
     assert_eq!(ok.status(), 200, "server still serves after bad input");
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(metrics
         .contains(r#"convrnn_request_failures_total{model="tiny_convrnn",reason="validation"}"#));
     s.stop().await;

@@ -2,11 +2,11 @@
 //! the binary tensor extension (both ways), frames and encoded images, output selection, and
 //! strict 4xx answers for every malformed request.
 
-mod support_v2;
+mod common;
 
 use base64::Engine as _;
+use common::{png, TestServer, MODEL};
 use serde_json::{json, Value};
-use support_v2::{gradient_png, TestServer, MODEL};
 
 const T: usize = 6;
 const FRAME: usize = 3 * 16 * 16;
@@ -223,7 +223,7 @@ async fn health_and_metadata() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_json_and_binary_agree_with_images() {
     let s = TestServer::start(|_| {}).await;
-    let pngs = [gradient_png(40, 30, 0), gradient_png(20, 28, 99)];
+    let pngs = [png(40, 30, 0), png(20, 28, 99)];
     let mut frames = Vec::new();
     for p in &pngs {
         frames.extend(default_movie(&s, p).await);
@@ -332,7 +332,7 @@ async fn malformed_requests_are_400_with_an_error_body() {
     let frames = vec![0.1f32; T * FRAME];
     let frames_input = |shape: Value, datatype: &str, data: Value| json!({"inputs": [{"name": "frames", "datatype": datatype, "shape": shape, "data": data}]});
     let shape = json!([1, 6, 3, 16, 16]);
-    let png = base64::engine::general_purpose::STANDARD.encode(gradient_png(8, 8, 1));
+    let png = base64::engine::general_purpose::STANDARD.encode(png(8, 8, 1));
     let cases: Vec<(&str, Value)> = vec![
         ("not an object", json!([1, 2])),
         ("no inputs field", json!({})),
@@ -558,7 +558,7 @@ async fn limits_and_overload() {
     assert_eq!(r.status(), 413);
     let body: Value = r.json().await.unwrap();
     assert!(body["error"].is_string());
-    let png = base64::engine::general_purpose::STANDARD.encode(gradient_png(8, 8, 1));
+    let png = base64::engine::general_purpose::STANDARD.encode(png(8, 8, 1));
     let r = post_json(
         &s,
         &infer_path(),

@@ -3,14 +3,14 @@
 //! undeclared methods get 405, and the `/docs` page renders the operations in a real headless
 //! browser (Debian `chromium`; skipped with a message when it is not installed).
 
-mod support_v2;
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::TestServer;
 use serde_json::Value;
-use support_v2::TestServer;
 
 fn checked_in() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi/openapi.json")

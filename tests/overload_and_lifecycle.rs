@@ -3,66 +3,18 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{fixture_dir, png, MODEL};
-use convrnn_serve::backend::ort::{init_runtime, inspect};
-use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor};
+use common::{Fake, TestServer, MODEL};
 use convrnn_serve::config::ServeArgs;
-use convrnn_serve::engine::{BackendFactory, Engine, EngineConfig, Width};
-use convrnn_serve::metrics::Metrics;
-use convrnn_serve::model::ModelInfo;
-use tokio::sync::oneshot;
 
-/// Answers zeros of the right shapes after sleeping `delay` per batch.
-struct SlowBackend {
-    info: ModelInfo,
-    delay: Duration,
-}
-
-impl Backend for SlowBackend {
-    fn run(
-        &mut self,
-        _frames: &[f32],
-        batch: usize,
-        outputs: &[String],
-    ) -> Result<Vec<OutputTensor>, BackendError> {
-        std::thread::sleep(self.delay);
-        Ok(outputs
-            .iter()
-            .map(|name| {
-                let mut shape = vec![batch];
-                shape.extend(self.info.item_shape(name).unwrap());
-                OutputTensor {
-                    name: name.clone(),
-                    data: vec![0.0; shape.iter().product()],
-                    shape,
-                }
-            })
-            .collect())
-    }
-
-    fn device(&self) -> Device {
-        Device::Cpu
-    }
-}
-
-struct Harness {
-    base: String,
-    client: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-/// Serves the fixture's description with a fake backend: `startup` is how long building a
-/// session takes, `delay` how long each batch takes.
+/// The fake backend with `startup` to build a session and `delay` per batch.
 async fn start(
     startup: Duration,
     delay: Duration,
     configure: impl FnOnce(&mut ServeArgs),
-) -> Harness {
-    start_fake(
+) -> TestServer {
+    TestServer::fake(
         Fake {
             startup,
             delay,
@@ -73,127 +25,14 @@ async fn start(
     .await
 }
 
-/// The fake's timings and the engine's layout.
-#[derive(Default, Clone, Copy)]
-struct Fake {
-    startup: Duration,
-    /// Per batch, on a worker's own session.
-    delay: Duration,
-    /// Per batch, on the all-cores session (`--cpu-thread-pool adaptive`); None: not adaptive.
-    all_cores_delay: Option<Duration>,
-    sessions: usize,
-}
-
-async fn start_fake(fake: Fake, configure: impl FnOnce(&mut ServeArgs)) -> Harness {
-    let Fake {
-        startup,
-        delay,
-        all_cores_delay,
-        sessions,
-    } = fake;
-    init_runtime(None, Default::default()).unwrap();
-    let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
-    let mut args = ServeArgs::defaults();
-    args.max_batch_size = 1;
-    args.max_queue_delay_ms = 0;
-    configure(&mut args);
-    let factory: BackendFactory = Arc::new(move |info: &ModelInfo, _device, width| {
-        std::thread::sleep(startup);
-        Ok(Box::new(SlowBackend {
-            info: info.clone(),
-            delay: match width {
-                Width::Share => delay,
-                Width::AllCores => all_cores_delay.unwrap_or(delay),
-            },
-        }) as Box<dyn Backend>)
-    });
-    let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(
-        Engine::start(
-            vec![info],
-            factory,
-            EngineConfig {
-                devices: vec![Device::Cpu],
-                sessions_per_device: sessions.max(1),
-                max_batch: args.max_batch_size,
-                cpu_batch_budget: args.cpu_batch_budget(),
-                max_delay: args.max_queue_delay(),
-                queue_capacity: args.queue_capacity,
-                request_timeout: args.request_timeout(),
-                cpu_adaptive: all_cores_delay.is_some(),
-            },
-            metrics.clone(),
-        )
-        .unwrap(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(convrnn_serve::serve(
-        listener,
-        args,
-        engine,
-        metrics,
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    Harness {
-        base,
-        client: reqwest::Client::new(),
-        shutdown: Some(tx),
-        server,
-    }
-}
-
-impl Harness {
-    fn classify(&self) -> reqwest::RequestBuilder {
-        self.client
-            .post(format!("{}/v1/models/{MODEL}/classify", self.base))
-            .header("content-type", "image/png")
-            .body(png(16, 16, 1))
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..1000 {
-            if self.ready_status().await == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("never became ready");
-    }
-
-    async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn ready_status(&self) -> u16 {
-        self.client
-            .get(format!("{}/health/ready", self.base))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-}
-
 /// With one worker and a queue of one slot (`queue_capacity = 1`, `max_batch_size` 1): sends A,
 /// which the worker takes, then B, which waits in the slot; both still in flight.
 async fn fill_worker_and_queue(
-    h: &Harness,
+    h: &TestServer,
 ) -> [tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>; 2] {
-    let a = tokio::spawn(h.classify().send());
+    let a = tokio::spawn(h.classify_png().send());
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let b = tokio::spawn(h.classify().send());
+    let b = tokio::spawn(h.classify_png().send());
     tokio::time::sleep(Duration::from_millis(150)).await;
     [a, b]
 }
@@ -207,7 +46,7 @@ async fn full_queue_answers_429_with_retry_after() {
     h.wait_ready().await;
     // A: taken by the only worker (busy 600 ms); B: fills the one queue slot; C: refused.
     let [a, b] = fill_worker_and_queue(&h).await;
-    let c = h.classify().send().await.unwrap();
+    let c = h.classify_png().send().await.unwrap();
     assert_eq!(c.status(), 429);
     assert_eq!(c.headers()["retry-after"], "1");
     // Its body was never read: the connection must not be kept to drain it.
@@ -237,9 +76,9 @@ async fn retry_after_follows_how_long_the_queue_takes_to_drain() {
     // in 2 s (ceil of 1.35), not the 1 s an idle queue would say.
     let [a, b] = fill_worker_and_queue(&h).await;
     tokio::time::sleep(Duration::from_millis(1350)).await; // A done, B on the worker
-    let c = tokio::spawn(h.classify().send());
+    let c = tokio::spawn(h.classify_png().send());
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let d = h.classify().send().await.unwrap();
+    let d = h.classify_png().send().await.unwrap();
     assert_eq!(d.status(), 429);
     assert_eq!(d.headers()["retry-after"], "2");
     let body: serde_json::Value = d.json().await.unwrap();
@@ -259,9 +98,9 @@ async fn requests_past_their_deadline_are_dropped_before_the_device() {
     })
     .await;
     h.wait_ready().await;
-    let a = tokio::spawn(h.classify().send());
+    let a = tokio::spawn(h.classify_png().send());
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let b = h.classify().send().await.unwrap();
+    let b = h.classify_png().send().await.unwrap();
     assert_eq!(b.status(), 504, "B waited behind A past its deadline");
     assert_eq!(
         a.await.unwrap().unwrap().status(),
@@ -302,14 +141,14 @@ async fn ready_flips_after_warm_up_and_back_during_drain() {
     assert_eq!(live.status(), 200);
     h.wait_ready().await;
     // A request in flight when the signal comes still gets its answer.
-    let in_flight = tokio::spawn(h.classify().send());
+    let in_flight = tokio::spawn(h.classify_png().send());
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let _ = h.shutdown.take().unwrap().send(());
+    let server = h.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(h.ready_status().await, 503, "draining");
     let r = in_flight.await.unwrap().unwrap();
     assert_eq!(r.status(), 200, "in-flight request completed during drain");
-    let finished = tokio::time::timeout(Duration::from_secs(10), h.server).await;
+    let finished = tokio::time::timeout(Duration::from_secs(10), server).await;
     assert!(finished
         .expect("server stops after the drain")
         .unwrap()
@@ -327,8 +166,10 @@ fn worker_max_batch(metrics: &str) -> f64 {
 }
 
 /// Sends `n` classifications at once; the `x-batch-size` of each answer.
-async fn concurrent_batch_sizes(h: &Harness, n: usize) -> Vec<usize> {
-    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(h.classify().send())).collect();
+async fn concurrent_batch_sizes(h: &TestServer, n: usize) -> Vec<usize> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(h.classify_png().send()))
+        .collect();
     let mut sizes = Vec::new();
     for t in tasks {
         let r = t.await.unwrap().unwrap();
@@ -346,7 +187,7 @@ async fn concurrent_batch_sizes(h: &Harness, n: usize) -> Vec<usize> {
 
 /// One worker, `--max-batch-size 8`, each run `run_ms` whatever its size, `--cpu-batch-budget-ms
 /// budget_ms`; returns once it is ready.
-async fn start_budgeted(run_ms: u64, budget_ms: u64) -> Harness {
+async fn start_budgeted(run_ms: u64, budget_ms: u64) -> TestServer {
     let h = start(Duration::ZERO, Duration::from_millis(run_ms), |a| {
         a.max_batch_size = 8;
         a.cpu_batch_budget_ms = budget_ms;
@@ -392,11 +233,11 @@ async fn a_cpu_worker_batches_only_what_its_batch_budget_allows() {
 async fn requests_whose_client_left_never_reach_the_device() {
     let h = start(Duration::ZERO, Duration::from_millis(500), |_| {}).await;
     h.wait_ready().await;
-    let a = tokio::spawn(h.classify().send());
+    let a = tokio::spawn(h.classify_png().send());
     tokio::time::sleep(Duration::from_millis(100)).await;
     // B gives up while A still holds the worker; its connection closes.
     let b = h
-        .classify()
+        .classify_png()
         .timeout(Duration::from_millis(100))
         .send()
         .await;
@@ -435,8 +276,8 @@ const ALL_CORES_BATCHES: &str = r#"convrnn_cpu_all_cores_batches_total{model="ti
 
 /// Two adaptive CPU workers whose own sessions take `share_ms` per batch and whose model's
 /// all-cores session takes `all_cores_ms`; returns once ready.
-async fn start_adaptive(share_ms: u64, all_cores_ms: u64) -> Harness {
-    let h = start_fake(
+async fn start_adaptive(share_ms: u64, all_cores_ms: u64) -> TestServer {
+    let h = TestServer::fake(
         Fake {
             delay: Duration::from_millis(share_ms),
             all_cores_delay: Some(Duration::from_millis(all_cores_ms)),
@@ -462,14 +303,16 @@ async fn adaptive_workers_run_lone_batches_on_all_cores_and_concurrent_ones_on_t
     };
     assert!(calibrated("share") >= 0.3 && calibrated("all_cores") < 0.3);
 
-    let alone = h.classify().send().await.unwrap();
+    let alone = h.classify_png().send().await.unwrap();
     assert_eq!(alone.status(), 200);
     assert!(inference_ms(&alone) < 250.0, "ran on the all-cores session");
     assert_eq!(metric(&h.metrics().await, ALL_CORES_BATCHES), 1.0);
 
     // Four at once: whichever batch starts while another runs, or with work still queued, stays
     // on its worker's share, so at most the first can be lent the all-cores session.
-    let burst: Vec<_> = (0..4).map(|_| tokio::spawn(h.classify().send())).collect();
+    let burst: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(h.classify_png().send()))
+        .collect();
     let mut on_share = 0;
     for r in burst {
         let r = r.await.unwrap().unwrap();
@@ -483,7 +326,7 @@ async fn adaptive_workers_run_lone_batches_on_all_cores_and_concurrent_ones_on_t
 #[tokio::test]
 async fn an_all_cores_session_that_is_not_faster_is_dropped() {
     let h = start_adaptive(50, 60).await;
-    let alone = h.classify().send().await.unwrap();
+    let alone = h.classify_png().send().await.unwrap();
     assert_eq!(alone.status(), 200);
     assert_eq!(metric(&h.metrics().await, ALL_CORES_BATCHES), 0.0);
 }
@@ -520,7 +363,7 @@ async fn a_connection_that_stalls_in_its_request_head_is_closed_after_the_header
     );
     // The harness client's keep-alive connection (from `wait_ready`) sat idle as long, and was
     // closed the same way; the client reconnects for the next request.
-    let ok = h.classify().send().await.unwrap();
+    let ok = h.classify_png().send().await.unwrap();
     assert_eq!(ok.status(), 200);
     let metrics = h.metrics().await;
     assert!(
@@ -561,7 +404,7 @@ async fn a_request_head_over_the_cap_is_refused_with_431() {
         .await
         .unwrap();
     assert_eq!(r.status(), 431);
-    let ok = h.classify().send().await.unwrap();
+    let ok = h.classify_png().send().await.unwrap();
     assert_eq!(ok.status(), 200, "the server carries on");
 }
 
@@ -630,5 +473,34 @@ async fn a_body_that_does_not_arrive_within_the_request_timeout_gets_408() {
         assert!(started.elapsed() >= Duration::from_millis(350), "{path}");
     }
     // Their admission slots are free again.
-    assert_eq!(h.classify().send().await.unwrap().status(), 200);
+    assert_eq!(h.classify_png().send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn several_sessions_share_the_work() {
+    // Each batch holds its worker for 600 ms, so while the first request runs the second can
+    // only be taken by the other worker, however the machine schedules them.
+    let h = TestServer::fake(
+        Fake {
+            delay: Duration::from_millis(600),
+            sessions: 2,
+            ..Fake::default()
+        },
+        |_| {},
+    )
+    .await;
+    h.wait_ready().await;
+    let first = tokio::spawn(h.classify_png().send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = tokio::spawn(h.classify_png().send());
+    let mut workers = std::collections::HashSet::new();
+    for r in [first, second] {
+        let r = r.await.unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+        workers.insert(r.headers()["x-worker"].to_str().unwrap().to_string());
+    }
+    assert_eq!(
+        workers,
+        std::collections::HashSet::from(["cpu#0".to_string(), "cpu#1".to_string()])
+    );
 }

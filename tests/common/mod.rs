@@ -1,11 +1,20 @@
-//! Starts the real server in-process on 127.0.0.1:0 with real ONNX Runtime and the committed
-//! fixture model, and helpers to make test images.
+//! The one test harness: the real server in-process on 127.0.0.1:0, with real ONNX Runtime and
+//! the committed fixture model ([`TestServer::start`]) or with the fixture's description served
+//! by a fake backend whose timings a test sets ([`TestServer::fake`]); request helpers; test
+//! images; an independent `.npz` reader.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use convrnn_serve::backend::ort::{init_runtime, inspect};
+use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor};
 use convrnn_serve::config::ServeArgs;
+use convrnn_serve::engine::{BackendFactory, Engine, EngineConfig, Width};
+use convrnn_serve::metrics::Metrics;
+use convrnn_serve::model::ModelInfo;
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub fn fixture_dir() -> PathBuf {
@@ -14,6 +23,18 @@ pub fn fixture_dir() -> PathBuf {
 
 pub const MODEL: &str = "tiny_convrnn";
 
+/// The flags every test server starts from: the fixture model on CPU with one intra-op thread
+/// and a short drain bound, then `configure`; the same `ServeArgs` the binary parses.
+pub fn test_args(configure: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
+    let mut args = ServeArgs::defaults();
+    args.model_dir = fixture_dir();
+    args.devices = "cpu".into();
+    args.intra_threads = 1;
+    args.drain_timeout_ms = 2_000;
+    configure(&mut args);
+    args
+}
+
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
@@ -21,8 +42,53 @@ pub struct TestServer {
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// A fake backend's timings and the engine's layout ([`TestServer::fake`]).
+#[derive(Default, Clone, Copy)]
+pub struct Fake {
+    /// How long building a session takes.
+    pub startup: Duration,
+    /// Per batch, on a worker's own session.
+    pub delay: Duration,
+    /// Per batch, on the all-cores session (`--cpu-thread-pool adaptive`); None: not adaptive.
+    pub all_cores_delay: Option<Duration>,
+    pub sessions: usize,
+}
+
+/// Answers zeros of the right shapes after sleeping `delay` per batch.
+struct FakeBackend {
+    info: ModelInfo,
+    delay: Duration,
+}
+
+impl Backend for FakeBackend {
+    fn run(
+        &mut self,
+        _frames: &[f32],
+        batch: usize,
+        outputs: &[String],
+    ) -> Result<Vec<OutputTensor>, BackendError> {
+        std::thread::sleep(self.delay);
+        Ok(outputs
+            .iter()
+            .map(|name| {
+                let mut shape = vec![batch];
+                shape.extend(self.info.item_shape(name).unwrap());
+                OutputTensor {
+                    name: name.clone(),
+                    data: vec![0.0; shape.iter().product()],
+                    shape,
+                }
+            })
+            .collect())
+    }
+
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+}
+
 impl TestServer {
-    /// Starts a server on the fixture model with `configure` applied to the default flags, and
+    /// Starts a server on the fixture model with `configure` applied to [`test_args`], and
     /// waits (bounded) until it reports ready.
     pub async fn start(configure: impl FnOnce(&mut ServeArgs)) -> Self {
         let server = Self::start_unready(configure).await;
@@ -31,39 +97,146 @@ impl TestServer {
     }
 
     pub async fn start_unready(configure: impl FnOnce(&mut ServeArgs)) -> Self {
-        let mut args = ServeArgs::defaults();
-        args.model_dir = fixture_dir();
-        args.devices = "cpu".into();
-        args.intra_threads = 1;
-        configure(&mut args);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let args = test_args(configure);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(convrnn_serve::run(listener, args, async move {
             let _ = rx.await;
         }));
+        Self::new(base, tx, handle)
+    }
+
+    /// Serves the fixture's description with a fake backend (`fake`'s timings) behind the real
+    /// engine and HTTP server; one image a batch unless `configure` says otherwise. Returns at
+    /// once: the workers warm up for `fake.startup`.
+    pub async fn fake(fake: Fake, configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        let Fake {
+            startup,
+            delay,
+            all_cores_delay,
+            sessions,
+        } = fake;
+        init_runtime(None, Default::default()).unwrap();
+        let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
+        let args = test_args(|a| {
+            a.max_batch_size = 1;
+            a.max_queue_delay_ms = 0;
+            a.drain_timeout_ms = 20_000;
+            configure(a);
+        });
+        let factory: BackendFactory = Arc::new(move |info: &ModelInfo, _device, width| {
+            std::thread::sleep(startup);
+            Ok(Box::new(FakeBackend {
+                info: info.clone(),
+                delay: match width {
+                    Width::Share => delay,
+                    Width::AllCores => all_cores_delay.unwrap_or(delay),
+                },
+            }) as Box<dyn Backend>)
+        });
+        let metrics = Arc::new(Metrics::new());
+        let engine = Arc::new(
+            Engine::start(
+                vec![info],
+                factory,
+                EngineConfig {
+                    devices: vec![Device::Cpu],
+                    sessions_per_device: sessions.max(1),
+                    max_batch: args.max_batch_size,
+                    cpu_batch_budget: args.cpu_batch_budget(),
+                    max_delay: args.max_queue_delay(),
+                    queue_capacity: args.queue_capacity,
+                    request_timeout: args.request_timeout(),
+                    cpu_adaptive: all_cores_delay.is_some(),
+                },
+                metrics.clone(),
+            )
+            .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(convrnn_serve::serve(
+            listener,
+            args,
+            engine,
+            metrics,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Self::new(base, tx, handle)
+    }
+
+    fn new(
+        base: String,
+        shutdown: oneshot::Sender<()>,
+        handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) -> Self {
         Self {
             base,
             client: reqwest::Client::new(),
-            shutdown: Some(tx),
+            shutdown: Some(shutdown),
             handle: Some(handle),
         }
     }
 
+    /// Waits until `/health/ready` answers 200; panics after 60 s (a debug build on a loaded
+    /// 2-core machine can take that long to warm up).
     pub async fn wait_ready(&self) {
-        for _ in 0..300 {
-            if let Ok(r) = self.client.get(self.url("/health/ready")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.ready_status().await != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "server at {} did not become ready in 60 s",
+                self.base
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("server at {} did not become ready in 15 s", self.base);
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// `/health/ready`'s status; 0 while the listener does not answer yet.
+    pub async fn ready_status(&self) -> u16 {
+        match self.client.get(self.url("/health/ready")).send().await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// The Prometheus text at `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+
+    /// `POST path` with `body` as a raw body of type `content_type`, not yet sent.
+    pub fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+    }
+
+    /// A classify request for the fixture model with one PNG, not yet sent.
+    pub fn classify_png(&self) -> reqwest::RequestBuilder {
+        self.post_raw(
+            &format!("/v1/models/{MODEL}/classify"),
+            png(16, 16, 1),
+            "image/png",
+        )
     }
 
     /// Sends the shutdown signal; returns the server task so a test can await the drain.
@@ -81,6 +254,15 @@ impl TestServer {
             .expect("server stops within 30 s")
             .unwrap()
             .unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    /// A test that panicked or returned early still stops its server.
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
     }
 }
 
