@@ -11,8 +11,9 @@ if [ -z "$BIN" ]; then
   cargo build --quiet
   BIN=target/debug/convrnn-serve
 fi
-# No CONVRNN_* from this shell: clap prints an environment variable's value in the help.
-help() { env -i PATH="$PATH" "$BIN" "$@" --help; }
+# No CONVRNN_* from this shell: clap prints an environment variable's value in the help. Trailing
+# blanks (clap indents its empty lines) are dropped; tests/flags_doc.rs compares the same way.
+help() { env -i PATH="$PATH" "$BIN" "$@" --help | sed 's/[[:space:]]*$//'; }
 # Subcommands as the top-level help lists them ("Commands:" up to the blank line), but `help`.
 SUBCOMMANDS=$(help | awk '/^Commands:/ { on = 1; next } on && /^$/ { exit } on && $1 != "help" { print $1 }')
 OUT=docs/flags.md

@@ -8,7 +8,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_convrnn-serve");
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/flags.md");
 const REGENERATE: &str = "regenerate it with `scripts/gen-flags-doc.sh` and commit docs/flags.md";
 
-/// `convrnn-serve ARGS --help` without CONVRNN_* variables, whose values clap would print.
+/// `convrnn-serve ARGS --help` without CONVRNN_* variables, whose values clap would print, and
+/// without trailing blanks on its lines (as scripts/gen-flags-doc.sh writes it).
 fn help(args: &[&str]) -> String {
     let out = Command::new(BIN)
         .env_clear()
@@ -22,7 +23,10 @@ fn help(args: &[&str]) -> String {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("help is UTF-8")
+    let text = String::from_utf8(out.stdout).expect("help is UTF-8");
+    text.lines()
+        .map(|l| l.trim_end().to_owned() + "\n")
+        .collect()
 }
 
 /// The subcommands listed under "Commands:" in the top-level help, `help` aside.
