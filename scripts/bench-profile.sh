@@ -17,7 +17,7 @@ ACCEPT=${6:-}
 shift $(( $# < 6 ? $# : 6 ))
 OUT=bench-results/profile
 mkdir -p "$OUT"
-[ -f "$IMAGE" ] || benches/.venv/bin/python benches/make_images.py bench-results/images 28 224 >/dev/null
+[ -f "$IMAGE" ] || benches/.venv/bin/python benches/suite/make_images.py bench-results/images 28 224 >/dev/null
 cargo build --release --quiet
 MDIR=$(mktemp -d)
 ln -s "$(realpath "$MODEL")" "$MDIR/"
@@ -34,7 +34,7 @@ echo "profiling $URL with $IMAGE, c=$CONNS, ${SECS}s"
 perf record -e cpu-clock -F 999 -g -p $PID -o "$OUT/perf.data" -- sleep "$SECS" 2>/dev/null &
 PERF=$!
 BODY_FILE=$IMAGE CONTENT_TYPE=$CT ACCEPT=$ACCEPT wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 60s \
-  -s benches/post.lua "$URL" | grep WRKJSON
+  -s benches/suite/post.lua "$URL" | grep WRKJSON
 wait $PERF || true
 perf report -i "$OUT/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12
 perf report -i "$OUT/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every benchmark of docs/benchmarks.md side by side and writes the report and the plot.
+# Runs the benchmark suite (benches/suite, docs/benchmarks.md) side by side and writes the report and the plot.
 #
 #   scripts/bench.sh                 # everything (43-75 min on 2 cores)
 #   BENCH_QUICK=1 scripts/bench.sh   # short runs to check the tooling (a few minutes)
@@ -89,14 +89,14 @@ if [ ! -f "$INTER" ] && ! skip intermediate; then
 fi
 MODELS=("$FMNIST")
 skip intermediate || MODELS+=("$INTER")
-"$PY" benches/make_images.py "$OUT/images" 28 224 >/dev/null
+"$PY" benches/suite/make_images.py "$OUT/images" 28 224 >/dev/null
 
 cat > "$OUT/meta.json" <<EOF
 {"when": "$(date -u +%Y-%m-%dT%H:%MZ)", "machine": "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB",
  "load": "load average at start $(cut -d' ' -f1-3 /proc/loadavg); other processes: $(pgrep -fc 'train.py|rustc' || true) training/compiler processes",
  "git": "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty')", "quick": $QUICK}
 EOF
-for m in "${MODELS[@]}"; do "$PY" benches/flops.py "$m" --json "$OUT/flops-$(basename "$m" .onnx).json" >/dev/null || true; done
+for m in "${MODELS[@]}"; do "$PY" benches/suite/flops.py "$m" --json "$OUT/flops-$(basename "$m" .onnx).json" >/dev/null || true; done
 
 # --- 1. Raw ONNX Runtime ceiling -----------------------------------------------------------------
 if ! skip raw; then
@@ -129,18 +129,18 @@ if ! skip preprocess; then
   log "preprocess: ours vs Pillow on a 1024x768 JPEG"
   cargo bench --quiet --bench preprocess -- --image "$OUT/images/camera.jpg" --size 224 --size 28 \
     --seconds "$PRE_SECS" --json "$OUT/preprocess-rust.json"
-  "$PY" benches/pillow_preprocess.py --image "$OUT/images/camera.jpg" --size 224 --size 28 \
+  "$PY" benches/suite/pillow_preprocess.py --image "$OUT/images/camera.jpg" --size 224 --size 28 \
     --seconds "$PRE_SECS" --json "$OUT/preprocess-pillow.json"
 fi
 
 # --- 2./3. HTTP under load: our server and the Python reference ---------------------------------
-# Server settings (tuned on this machine; see docs/benchmarks.md "Tuning"):
+# Server settings (tuned on this machine; see docs/benchmarks.md, "Settings the runs use"):
 # Both models run the default CPU thread layout (adaptive: 2 sessions x 1 core, plus an
 # all-cores session for batches that would run alone, kept only where it measured faster).
 RUST_FLAGS_FMNIST=${BENCH_RUST_FLAGS_FMNIST:---sessions-per-device 2 --max-batch-size 16 --max-queue-delay-ms 0 --cpu-thread-pool adaptive}
 RUST_FLAGS_INT=${BENCH_RUST_FLAGS_INT:---sessions-per-device 2 --max-batch-size 1 --max-queue-delay-ms 0 --cpu-thread-pool adaptive}
 # Optional extra layouts for rgc_intermediate, each run tagged with its pool name, e.g.
-# BENCH_INT_LAYOUTS="shared per-session" (docs/benchmarks.md, finding 12, has both).
+# BENCH_INT_LAYOUTS="shared per-session" (docs/benchmarks-history.md, finding 12, has both).
 INT_LAYOUTS=${BENCH_INT_LAYOUTS:-}
 PY_FLAGS_FMNIST=${BENCH_PY_FLAGS_FMNIST:---workers 2 --py-intra-threads 1}
 PY_FLAGS_INT=${BENCH_PY_FLAGS_INT:---workers 1 --py-intra-threads 2}
@@ -149,16 +149,16 @@ CASES_FMNIST="classify:model.jpg,classify:model.png,classify:camera.jpg,classify
 CASES_INT="classify:model.jpg,npz:model.jpg"
 if ! skip fmnist; then
   log "load: rust server, rgc_fmnist"
-  "$PY" benches/load.py rust --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
+  "$PY" benches/suite/load.py rust --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
     --seconds "$SECS" --concurrency 1,8,32,128 --cases "$CASES_FMNIST" $RUST_FLAGS_FMNIST
   # Classification on the whole graph, as activations run: target 4 on equal work.
   log "load: rust server, rgc_fmnist, --prune-logits-graph false"
-  "$PY" benches/load.py rust --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
+  "$PY" benches/suite/load.py rust --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
     --seconds "$SECS" --concurrency 1,8,32,128 --cases classify:model.jpg --tag whole-graph \
     --extra-flags "--prune-logits-graph false" $RUST_FLAGS_FMNIST
   if ! skip python; then
     log "load: python server, rgc_fmnist"
-    "$PY" benches/load.py python --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
+    "$PY" benches/suite/load.py python --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
       --seconds "$SECS" --concurrency 1,32 --cases classify:model.jpg $PY_FLAGS_FMNIST
   fi
 fi
@@ -166,21 +166,21 @@ if ! skip intermediate; then
   # One movie takes seconds on 2 cores: c=128 would hold each request for minutes, so the
   # intermediate model runs at c=1, 8, 32 with longer runs.
   log "load: rust server, rgc_intermediate"
-  "$PY" benches/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+  "$PY" benches/suite/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
     --seconds "$INT_SECS" --concurrency 1,8,32 --cases "$CASES_INT" --wrk-timeout 600 $RUST_FLAGS_INT
   for layout in $INT_LAYOUTS; do
     log "load: rust server, rgc_intermediate, --cpu-thread-pool $layout"
-    "$PY" benches/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+    "$PY" benches/suite/load.py rust --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
       --seconds "$INT_SECS" --concurrency 1,8,32 --cases classify:model.jpg --wrk-timeout 600 \
       --tag "$layout" ${RUST_FLAGS_INT/adaptive/$layout}
   done
   if ! skip python; then
     log "load: python server, rgc_intermediate"
-    "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+    "$PY" benches/suite/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
       --seconds "$INT_SECS" --concurrency 1 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT
-    "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+    "$PY" benches/suite/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
       --seconds "$PY_INT_SECS" --concurrency 32 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT
-    "$PY" benches/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
+    "$PY" benches/suite/load.py python --model "$INTER" --out "$OUT/load.jsonl" --images "$OUT/images" \
       --seconds "$PY_INT_SECS" --concurrency 32 --cases classify:model.jpg --wrk-timeout 600 $PY_FLAGS_INT2
   fi
 fi
@@ -188,19 +188,19 @@ fi
 # --- 1./3. again, paired: the two sides in alternating slices ------------------------------------
 # The runs above measure each side once, minutes apart; these machines drift by more than the
 # margins judged, so targets 1 and 3 on the default model are also measured in alternating
-# slices (benches/load.py "paired"), and judged on the median of the rounds.
+# slices (benches/suite/load.py "paired"), and judged on the median of the rounds.
 if ! skip paired && ! skip fmnist; then
   log "paired: rust server vs raw ORT best, rgc_fmnist, c=128"
-  "$PY" benches/load.py paired --against raw --raw-dir "$OUT" --model "$FMNIST" --out "$OUT/load.jsonl" \
+  "$PY" benches/suite/load.py paired --against raw --raw-dir "$OUT" --model "$FMNIST" --out "$OUT/load.jsonl" \
     --images "$OUT/images" --seconds "$PAIR_SECS" --rounds "$PAIR_ROUNDS" --concurrency 128 \
     --cases classify:model.jpg $RUST_FLAGS_FMNIST
   if ! skip python; then
     log "paired: rust server vs python server, rgc_fmnist, c=32"
-    "$PY" benches/load.py paired --against python --model "$FMNIST" --out "$OUT/load.jsonl" \
+    "$PY" benches/suite/load.py paired --against python --model "$FMNIST" --out "$OUT/load.jsonl" \
       --images "$OUT/images" --seconds "$PAIR_SECS" --rounds "$PAIR_ROUNDS" --concurrency 32 \
       --cases classify:model.jpg $RUST_FLAGS_FMNIST $PY_FLAGS_FMNIST
     log "paired: rust server vs python server on the graph pruned to logits, rgc_fmnist, c=32"
-    "$PY" benches/load.py paired --against python-pruned --model "$FMNIST" --out "$OUT/load.jsonl" \
+    "$PY" benches/suite/load.py paired --against python-pruned --model "$FMNIST" --out "$OUT/load.jsonl" \
       --images "$OUT/images" --seconds "$PAIR_SECS" --rounds "$PAIR_ROUNDS" --concurrency 32 \
       --cases classify:model.jpg $RUST_FLAGS_FMNIST $PY_FLAGS_FMNIST
   fi
@@ -208,17 +208,17 @@ fi
 
 # Target 2 the same way: the server at c=1 against raw batch 1, alternating slices. On
 # rgc_intermediate a run's p50 moves by 10-30 ms between slices on these machines, more than
-# the 2 ms judged (docs/benchmarks.md, finding 23).
+# the 2 ms judged (docs/benchmarks-history.md, finding 23).
 if ! skip paired; then
   if ! skip fmnist; then
     log "paired: rust server c=1 vs raw ORT batch 1, rgc_fmnist"
-    "$PY" benches/load.py paired --against raw-latency --raw-dir "$OUT" --model "$FMNIST" \
+    "$PY" benches/suite/load.py paired --against raw-latency --raw-dir "$OUT" --model "$FMNIST" \
       --out "$OUT/load.jsonl" --images "$OUT/images" --seconds "$PAIR_SECS" --rounds "$PAIR_ROUNDS" \
       --concurrency 1 --cases classify:model.jpg $RUST_FLAGS_FMNIST
   fi
   if ! skip intermediate; then
     log "paired: rust server c=1 vs raw ORT batch 1, rgc_intermediate"
-    "$PY" benches/load.py paired --against raw-latency --raw-dir "$OUT" --model "$INTER" \
+    "$PY" benches/suite/load.py paired --against raw-latency --raw-dir "$OUT" --model "$INTER" \
       --out "$OUT/load.jsonl" --images "$OUT/images" --seconds "$PAIR_INT_SECS" \
       --rounds "$PAIR_ROUNDS" --concurrency 1 --cases classify:model.jpg --wrk-timeout 600 \
       $RUST_FLAGS_INT
@@ -228,7 +228,7 @@ fi
 # --- 5. Memory under sustained overload ---------------------------------------------------------
 if ! skip overload; then
   log "overload: ${OVER_SECS}s, 2048 connections, queue capacity 64, camera-size JPEGs"
-  "$PY" benches/load.py overload --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
+  "$PY" benches/suite/load.py overload --model "$FMNIST" --out "$OUT/load.jsonl" --images "$OUT/images" \
     --seconds "$OVER_SECS" --connections 2048 --queue-capacity 64 --overload-case classify:camera.jpg \
     --wrk-timeout 30 $RUST_FLAGS_FMNIST
 fi
@@ -236,6 +236,6 @@ fi
 # --- 6. Report -----------------------------------------------------------------------------------
 if ! skip report; then
   log "report"
-  "$PY" benches/report.py "$OUT" --doc "$DOC" --plot "$PLOT"
+  "$PY" benches/suite/report.py "$OUT" --doc "$DOC" --plot "$PLOT"
 fi
 echo "results in $OUT"

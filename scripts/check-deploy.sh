@@ -91,7 +91,7 @@ from pathlib import Path
 import yaml
 
 out = Path(sys.argv[1])
-KNOWN_ENV = {  # docs/CONVENTIONS.md: every `serve` flag as CONVRNN_<FLAG>
+KNOWN_ENV = {  # docs/flags.md: every `serve` flag as CONVRNN_<FLAG>
     "CONVRNN_" + f.upper().replace("-", "_") for f in """model-dir listen devices sessions-per-device
     max-batch-size max-queue-delay-ms queue-capacity request-timeout-ms max-body-bytes max-image-pixels
     intra-threads drain-timeout-ms ort-library log-format""".split()}

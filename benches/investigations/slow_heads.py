@@ -1,11 +1,11 @@
-"""Slow request heads against a running server (finding 26 in docs/benchmarks.md).
+"""Slow request heads against a running server (finding 26 in docs/benchmarks-history.md).
 
 Opens --connections connections that each send --head-bytes of a request head and then stall
 (no blank line, so the head never completes), and reports the server's open file descriptors
 and resident memory with them open, and how many the server had closed after --wait seconds.
 
     target/release/convrnn-serve serve --model-dir models --listen 127.0.0.1:8099 &
-    python3 benches/slow_heads.py --pid $! --port 8099 --connections 2000 --head-bytes 60000
+    python3 benches/investigations/slow_heads.py --pid $! --port 8099 --connections 2000 --head-bytes 60000
 """
 import argparse
 import os

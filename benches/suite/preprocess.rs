@@ -1,6 +1,6 @@
 //! Decode + orient + resize + normalise of one encoded image, as the server does per request
 //! (`convrnn_serve::image::preprocess`), single-threaded. Compare with
-//! `benches/pillow_preprocess.py`, which times Pillow + NumPy doing the same work.
+//! `benches/suite/pillow_preprocess.py`, which times Pillow + NumPy doing the same work.
 //!
 //! ```text
 //! cargo bench --bench preprocess -- --image bench-results/images/camera.jpg --size 224

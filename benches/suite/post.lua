@@ -1,6 +1,6 @@
 -- wrk script: POST one encoded image file as the body, and print a JSON summary at the end.
 --   BODY_FILE=img.jpg CONTENT_TYPE=image/jpeg ACCEPT=application/x-npz \
---     wrk -t1 -c32 -d10s -s benches/post.lua http://127.0.0.1:8080/v1/models/m/classify
+--     wrk -t1 -c32 -d10s -s benches/suite/post.lua http://127.0.0.1:8080/v1/models/m/classify
 local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")

@@ -1,7 +1,7 @@
 """Turns one benchmark run's results (a folder written by scripts/bench.sh) into the generated
 part of docs/benchmarks.md and the plot docs/benchmarks.png.
 
-    python benches/report.py bench-results/<run> [--doc docs/benchmarks.md] [--plot docs/benchmarks.png]
+    python benches/suite/report.py bench-results/<run> [--doc docs/benchmarks.md] [--plot docs/benchmarks.png]
 
 The generated part sits between the markers `<!-- BEGIN GENERATED -->` and
 `<!-- END GENERATED -->`; the hand-written text around it is kept.
@@ -319,7 +319,7 @@ def targets_section(raw, loads, pre, out):
 
 
 def raw_section(raw, out):
-    out.append("### Raw ONNX Runtime (no HTTP), `benches/raw_ort.rs`\n")
+    out.append("### Raw ONNX Runtime (no HTTP), `benches/suite/raw_ort.rs`\n")
     for (m, o, sess, pool), r in sorted(raw.items()):
         threads = (f"one shared pool of {r['intra_threads']} intra-op thread(s)" if pool == "shared"
                    else f"{r['intra_threads']} intra-op thread(s) each")
@@ -381,7 +381,7 @@ def paired_section(loads, out):
     lat = [pr for pr in prs if pr["against"] == "raw-latency"]
     if lat:
         out.append("Target 2, paired: the server's p50 at c=1 (wrk, one keep-alive connection) and "
-                   "raw ORT's batch-1 p50 (`benches/raw_ort.rs`) in alternating slices.\n")
+                   "raw ORT's batch-1 p50 (`benches/suite/raw_ort.rs`) in alternating slices.\n")
         out.append("| model | against | round | ours p50 ms | raw p50 ms | difference ms |")
         out.append("|---|---|---:|---:|---:|---:|")
         for pr in lat:

@@ -1,19 +1,23 @@
 """Two exports of the same model with ONNX Runtime (Python), side by side: session creation,
 the time per batch of the whole graph and of the graph pruned to `logits` (as the server
 classifies), alternating rounds, and the largest difference of their outputs. Used to measure a
-change of the exporter (docs/benchmarks.md, finding 21):
+change of the exporter (docs/benchmarks-history.md, finding 21):
 
     git show 423e228:models/rgc_fmnist.onnx > /tmp/before.onnx
-    benches/.venv/bin/python benches/export_vs_export.py /tmp/before.onnx models/rgc_fmnist.onnx \
+    benches/.venv/bin/python benches/investigations/export_vs_export.py /tmp/before.onnx models/rgc_fmnist.onnx \
         --batch 16 --reps 20 --rounds 3
 """
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 import onnxruntime as ort
 
-from onnx_prune import pruned_to_logits
+# onnx_prune lives with the suite (the reference server uses it too).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "suite"))
+from onnx_prune import pruned_to_logits  # noqa: E402
 
 
 def session(model, threads):

@@ -19,7 +19,7 @@
 //! up, then run until `--seconds` have passed (at least `--min-runs`). Throughput is batch / mean
 //! run time. `cpu_ms_per_image` is the process's CPU time over the row (warm-up runs included)
 //! per image run: what one image costs ONNX Runtime, to set beside the server's inference
-//! threads (`benches/load.py paired`).
+//! threads (`benches/suite/load.py paired`).
 
 use std::path::PathBuf;
 use std::sync::Arc;

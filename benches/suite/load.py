@@ -1,23 +1,23 @@
 """Load benchmarks of the HTTP servers, driven by `wrk` from a separate process.
 
 Starts the release `convrnn-serve` (one model per server, so it gets every core) or the Python
-reference server, waits until ready, runs a matrix of wrk runs (`benches/post.lua` posts one
+reference server, waits until ready, runs a matrix of wrk runs (`benches/suite/post.lua` posts one
 real encoded image per request), samples the server's resident memory (VmRSS of the process
 and its children) during each run, and appends one JSON line per run to --out.
 
-    python benches/load.py rust   --model models/rgc_fmnist.onnx --out r.jsonl --seconds 10 \
+    python benches/suite/load.py rust   --model models/rgc_fmnist.onnx --out r.jsonl --seconds 10 \
         --concurrency 1,8,32,128 --cases classify:model.jpg,classify:model.png,...
-    python benches/load.py python --model models/rgc_fmnist.onnx --out r.jsonl --concurrency 32
-    python benches/load.py overload --model ... --connections 2048 --seconds 120 --queue-capacity 64
-    python benches/load.py paired --against raw --raw-dir bench-results/<run> --model ... \
+    python benches/suite/load.py python --model models/rgc_fmnist.onnx --out r.jsonl --concurrency 32
+    python benches/suite/load.py overload --model ... --connections 2048 --seconds 120 --queue-capacity 64
+    python benches/suite/load.py paired --against raw --raw-dir bench-results/<run> --model ... \
         --concurrency 128 --rounds 6 --seconds 8
-    python benches/load.py paired --against python --model ... --concurrency 32 --rounds 6
-    python benches/load.py paired --against raw-latency --raw-dir bench-results/<run> --model ... \
+    python benches/suite/load.py paired --against python --model ... --concurrency 32 --rounds 6
+    python benches/suite/load.py paired --against raw-latency --raw-dir bench-results/<run> --model ... \
         --concurrency 1 --rounds 6 --seconds 12
 
 `paired` measures one target's two sides in alternating slices (A B B A A B ...) instead of one
 after the other: these shared machines drift by 10-20% within minutes, more than the margins
-being judged. `--against raw` alternates wrk against our server with `benches/raw_ort.rs` at
+being judged. `--against raw` alternates wrk against our server with `benches/suite/raw_ort.rs` at
 the best batch size and layout found in --raw-dir (the run's raw part), with the same real image
 as input; `--against python` alternates wrk against our server and the Python reference server,
 both up for the whole run; `--against python-pruned` does the same with the reference running
@@ -29,7 +29,7 @@ batch-1 p50 in --raw-dir; each round's p50 difference, and their median, go into
 
 Cases are `ENDPOINT:IMAGE` with ENDPOINT one of classify, npz (activations, all layers x all
 steps, Accept: application/x-npz), json (the same activations as JSON), and IMAGE one of
-model.jpg, model.png, camera.jpg, camera.png (files from benches/make_images.py).
+model.jpg, model.png, camera.jpg, camera.png (files from benches/suite/make_images.py).
 """
 from __future__ import annotations
 
@@ -46,11 +46,11 @@ import threading
 import time
 import urllib.request
 
-import report  # benches/report.py: the raw ceiling, defined once for the bench and the report
+import report  # benches/suite/report.py: the raw ceiling, defined once for the bench and the report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target", "release", "convrnn-serve")
-LUA = os.path.join(ROOT, "benches", "post.lua")
+LUA = os.path.join(ROOT, "benches", "suite", "post.lua")
 VENV_PY = os.path.join(ROOT, "benches", ".venv", "bin", "python")
 
 
@@ -167,7 +167,7 @@ def start_rust(model: str, port: int, flags: list[str], log: str):
 
 
 def start_python(model: str, port: int, workers: int, intra: int, log: str, prune: bool = False):
-    cmd = [VENV_PY, "-m", "uvicorn", "ref_server:app", "--app-dir", os.path.join(ROOT, "benches"),
+    cmd = [VENV_PY, "-m", "uvicorn", "ref_server:app", "--app-dir", os.path.join(ROOT, "benches", "suite"),
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
     env = {**os.environ, "REF_MODEL": os.path.abspath(model), "REF_INTRA_THREADS": str(intra),

@@ -9,7 +9,7 @@ async one that reads the raw body (as the FastAPI docs show for binary uploads) 
 hands decoding + inference to the thread pool, so the event loop is never blocked.
 
     REF_MODEL=models/rgc_fmnist.onnx REF_INTRA_THREADS=1 \
-        uvicorn ref_server:app --app-dir benches --workers 2 --port 8090 \
+        uvicorn ref_server:app --app-dir benches/suite --workers 2 --port 8090 \
         --loop uvloop --http httptools --no-access-log
 
 POST /v1/models/{model}/classify  with an image/* body -> top-5 JSON like the Rust server's.
@@ -37,7 +37,7 @@ so.intra_op_num_threads = INTRA
 so.inter_op_num_threads = 1
 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 if PRUNE:
-    from onnx_prune import pruned_to_logits  # benches/, on the path through --app-dir
+    from onnx_prune import pruned_to_logits  # benches/suite/, on the path through --app-dir
 
     source = pruned_to_logits(MODEL_PATH)
 else:

@@ -1,6 +1,6 @@
 """The graph of a servable file cut down to its `logits`, with the `onnx` package: what
 convrnn-serve does in Rust for classification (src/model/prune.rs), for the Python side of the
-benchmarks (the reference server's REF_PRUNE=1, benches/pruned_vs_whole.py)."""
+benchmarks (the reference server's REF_PRUNE=1, benches/investigations/pruned_vs_whole.py)."""
 import onnx
 
 

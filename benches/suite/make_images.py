@@ -5,7 +5,7 @@ Writes into OUT_DIR:
   model-<S>.jpg / model-<S>.png   the photo at the model's size SxS (Pillow ImageOps.fit, Lanczos)
   camera.jpg / camera.png         the photo at camera size 1024x768 (upscaled: Lanczos; quality 90)
 
-    python benches/make_images.py OUT_DIR 28 224
+    python benches/suite/make_images.py OUT_DIR 28 224
 """
 import os
 import sys

@@ -2,8 +2,8 @@
 outputs, as activation requests run) and on the graph pruned to `logits` (as classification
 runs), one intra-op thread, the server's optimisation level.
 
-    benches/.venv/bin/python benches/op_profile.py models/rgc_fmnist.onnx --batch 16 --runs 20
-    benches/.venv/bin/python benches/op_profile.py models/build/rgc_intermediate.onnx --batch 1 --runs 3
+    benches/.venv/bin/python benches/investigations/op_profile.py models/rgc_fmnist.onnx --batch 16 --runs 20
+    benches/.venv/bin/python benches/investigations/op_profile.py models/build/rgc_intermediate.onnx --batch 1 --runs 3
 
 ONNX Runtime rewrites the graph before it runs it (constant folding, NCHWc layouts: the
 `Reorder*` rows), so the rows are the kernels it ran, not the file's nodes. Profiling adds a
@@ -13,13 +13,16 @@ import argparse
 import collections
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnx_prune import pruned_to_logits
+# onnx_prune lives with the suite (the reference server uses it too).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "suite"))
+from onnx_prune import pruned_to_logits  # noqa: E402
 
 
 def profile(model, feeds, outputs, runs, prefix):

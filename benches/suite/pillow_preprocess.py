@@ -2,7 +2,7 @@
 src/image.rs): decode, EXIF transpose, RGB, ImageOps.fit with BILINEAR (shorter side then centre
 crop), normalise to float32 CHW. Single-threaded, the same image bytes from memory.
 
-    python benches/pillow_preprocess.py --image bench-results/images/camera.jpg --size 224 --size 28
+    python benches/suite/pillow_preprocess.py --image bench-results/images/camera.jpg --size 224 --size 28
 """
 import argparse
 import io

@@ -1,18 +1,22 @@
 """ONNX Runtime (Python) on a model's whole graph against the graph pruned to `logits`: node
 counts, whether the logits agree bit for bit, and the time per batch of each, alternating.
 
-    benches/.venv/bin/python benches/pruned_vs_whole.py models/build/rgc_intermediate.onnx \
+    benches/.venv/bin/python benches/investigations/pruned_vs_whole.py models/build/rgc_intermediate.onnx \
         --threads 2 --batch 1 --reps 2 --rounds 2
 """
 import argparse
 import json
+import os
+import sys
 import time
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnx_prune import pruned_to_logits
+# onnx_prune lives with the suite (the reference server uses it too).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "suite"))
+from onnx_prune import pruned_to_logits  # noqa: E402
 
 
 def main():

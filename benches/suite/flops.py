@@ -7,7 +7,7 @@ steps before each layer is image-driven, computed once at batch 1 by the export)
 constants when ONNX Runtime builds a session, so what a request costs is `macs_per_image`
 (all outputs) and `macs_per_image_logits` (classification, on the graph pruned to `logits`).
 
-    python benches/flops.py models/build/rgc_intermediate.onnx [--json out.json]
+    python benches/suite/flops.py models/build/rgc_intermediate.onnx [--json out.json]
 """
 import argparse
 import json
