@@ -34,7 +34,7 @@ def validate(path_or_model) -> dict:
     assert len(inp["mean"]) == inp["channels"] == len(inp["std"])
     for k in ("steps", "step_ms", "image_on_steps", "blank_value"):
         assert k in tm, "time lacks %r" % k
-    assert tm["step_ms"] == 10 and 0 < tm["image_on_steps"] <= tm["steps"]
+    assert tm["step_ms"] > 0 and 0 < tm["image_on_steps"] <= tm["steps"]
     assert ro["rule"] in ("last", "max_conf", "threshold")
     if ro["rule"] == "max_conf":
         assert isinstance(ro.get("beta"), (int, float))

@@ -11,8 +11,8 @@ import torch
 
 from convrnn import build_model, list_archs
 from convrnn.contract import validate
-from convrnn.export import (build_metadata, compare_ort, elu_as_elementwise, export_onnx, input_driven,
-                            read_metadata)
+from convrnn.export import build_metadata, compare_ort, export_onnx, read_metadata
+from convrnn.onnx_rewrites import elu_as_elementwise, input_driven
 
 EXPORTED = [a for a in list_archs() if a.endswith("_small") or a.endswith("_fmnist") or a == "tiny_fixture"]
 
