@@ -149,7 +149,7 @@ def _cell(m, lay, i, node):
                              ("cell/gate", "cell_gate"), ("out/tau", "out_tau"),
                              ("out/gate", "out_gate"),
                              ("out/residual_to_out_gate", "residual_to_out_gate")):
-            m.add("%s/%s_weights" % (s, tf_name.replace("/", "/")), p + "." + mod + ".conv.weight", _conv)
+            m.add("%s/%s/weights" % (s, tf_name), p + "." + mod + ".conv.weight", _conv)
     elif kind == "simplernn":
         s = node + "/ConvNormBasicCell"
         _conv_pair(m, s + "/i", p + ".i.conv")
@@ -198,8 +198,8 @@ def variable_mapping(model: ConvRNN) -> Mapping:
         m.add("tnn_model/imnetds/pre_3/weights", "head.fc.weight", _dense)
         m.add("tnn_model/imnetds/pre_3/bias", "head.fc.bias", _same)
     else:
-        m.add("tnn_model/imnetds/pre_0/weights", "head.conv.weight", _conv)
-        m.add("tnn_model/imnetds/pre_0/bias", "head.conv.bias", _same)
+        m.add("tnn_model/imnetds/pre_1/weights", "head.conv.weight", _conv)
+        m.add("tnn_model/imnetds/pre_1/bias", "head.conv.bias", _same)
     rule = model.cfg.get("readout", {}).get("rule", "last")
     if rule in ("max_conf", "threshold"):
         # compute_alpha's betas feed a tensor no output depends on

@@ -8,7 +8,8 @@ of this project and is read from the path given):
         --authors /path/to/convrnns --out models/tests/data/authors [--arch rgc_intermediate ...]
 
 Per architecture it builds the authors' graph with their ``model_func`` (their registry
-``MODEL_TO_KWARGS``, default image presentation, ``include_all_times``), fills every variable
+``MODEL_TO_KWARGS``, default image presentation, ``include_all_times``; the graph's declared
+input size set to the small test input, see ``small_input_graph``), fills every variable
 with the seeded weights of ``convrnn.reference_weights`` (so a test regenerates them without
 TensorFlow), saves them with TF's ``Saver``, restores them through the authors' loader
 (``get_restore_vars``) into a fresh session, and runs the fixed inputs. It writes
@@ -47,6 +48,39 @@ def layer_names(num_layers):
     return ["conv%d" % l for l in range(1, num_layers)] + ["imnetds"]
 
 
+def small_input_graph(base_name, size):
+    """A copy of the authors' graph JSON declaring ``size`` px instead of 224: their harbor
+    resizes every input to the node's declared shape (conv1: [224, 224, 3]), so a small image
+    would otherwise be upsampled to 224 first; the recurrent cells declare their state's
+    spatial shape (e.g. [56, 56]) too. Every declared spatial size is scaled by size/224
+    (exact for 64 and 96 px); nothing else changes. Same file name (their model_func reads
+    the cell type and t22/t30 from it) in a folder whose name contains neither."""
+    with open(base_name + ".json") as f:
+        graph = json.load(f)
+
+    def scale(obj):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if k == "shape" and isinstance(v, list) and len(v) >= 2:
+                    new = [v[0] * size / 224.0, v[1] * size / 224.0]
+                    assert all(x == int(x) for x in new), (v, size)
+                    obj[k] = [int(new[0]), int(new[1])] + v[2:]
+                else:
+                    scale(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                scale(v)
+
+    assert graph["nodes"][0]["name"] == "conv1" and graph["nodes"][0]["shape"] == [224, 224, 3]
+    scale(graph)
+    folder = os.path.join(tempfile.gettempdir(), "convrnn_ref_graphs_%d" % size)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, os.path.basename(base_name))
+    with open(path + ".json", "w") as f:
+        json.dump(graph, f)
+    return path
+
+
 def run(arch, authors, out_dir, ckpt_dir=None, list_only=False):
     v1 = install(authors)
     from convrnns.models.model_func import model_func
@@ -58,6 +92,7 @@ def run(arch, authors, out_dir, ckpt_dir=None, list_only=False):
     with g.as_default():
         x = v1.placeholder(v1.float32, shape=list(images.shape))
         kwargs = dict(MODEL_TO_KWARGS[arch])
+        kwargs["base_name"] = small_input_graph(kwargs["base_name"], size)
         nl = 6 if "shallow" in arch else 11
         outs = model_func(inputs=x, out_layers=layer_names(nl), include_all_times=True,
                           include_logits=True, **kwargs)
