@@ -76,7 +76,7 @@ def compare(arch, z, logits, layers, readout_step):
 
 def _readout_steps(model, logits):
     ro = model.cfg.get("readout", {})
-    beta = float(model.head.softmax_beta) if hasattr(model.head, "softmax_beta") else 1.0
+    beta = float(model.head.softmax_beta.detach()) if hasattr(model.head, "softmax_beta") else 1.0
     return readout_steps(torch.as_tensor(logits), ro.get("rule", "last"), model.readout_start(),
                          beta=beta, threshold=ro.get("threshold", 0.9)).numpy()
 
