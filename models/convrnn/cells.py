@@ -310,17 +310,23 @@ class RGCMedian(Cell):
         oin = W_io *3 u + b + R(x_res) + (W_fb *1 fb + b)  (R: identity or 1x1 no bias)
         h'  = (A - A*sig(DS7''(h))) * h + (B - B*tanh(DS7'''(c))) * oin
         h_t = ELU(h')
-    with A = 0.92193, B = 0.70066; the gates read the previous c and h. State (c, h)."""
+    with A = 0.9219348064291611, B = 0.7006566684988862; the gates read the previous c and h. State (c, h)."""
 
     kind = "rgc_median"
 
     def __init__(self, in_channels, res_channels=None, fb_channels=0, cell_depth=64,
                  input_to_cell_k=2, input_to_out_k=3, gate_k=7,
-                 tau_offset=0.92193, tau_multiplier=0.92193,
-                 gate_offset=0.70066, gate_multiplier=0.70066, **_):
+                 tau_offset=0.9219348064291611, tau_multiplier=0.9219348064291611,
+                 gate_offset=0.7006566684988862, gate_multiplier=0.7006566684988862,
+                 spatial=None, **_):
         super().__init__()
         C = in_channels
         D = cell_depth
+        if spatial is not None:
+            # the authors' RGC convs clip the kernel to the map (a no-op for 224 px inputs)
+            limit = min(spatial)
+            input_to_cell_k, input_to_out_k, gate_k = (
+                min(k, limit) for k in (input_to_cell_k, input_to_out_k, gate_k))
         self.out_channels = C
         self.state_channels = (D, C)
         self.tau_offset, self.tau_multiplier = float(tau_offset), float(tau_multiplier)

@@ -53,7 +53,7 @@ def build_metadata(model: ConvRNN, name=None, description=None, trained_on=None)
     if readout["rule"] == "threshold":
         readout["threshold"] = float(ro.get("threshold", 0.9))
         readout["beta"] = 1.0
-    readout["first_step"] = model.first_driven_steps()["logits"]
+    readout["first_step"] = model.readout_start()
     meta = {
         "format_version": FORMAT_VERSION,
         "name": name or cfg["name"],

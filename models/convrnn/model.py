@@ -318,32 +318,44 @@ class ConvRNN(nn.Module):
             prev.update(new)
         return self.head(prev[self.layers[-1].name]).expand(frames.shape[0], -1)
 
+    def readout_start(self) -> int:
+        """First step the max_conf/threshold readouts consider: the config's ``first_step``
+        (the authors' decoders start at num_layers, one step after the logits are first
+        image-driven), else the logits' first driven step."""
+        ro = self.cfg.get("readout", {})
+        return int(ro.get("first_step", self.first_driven_steps()["logits"]))
+
     def readout(self, logits: torch.Tensor) -> torch.Tensor:
         """Apply the config's readout rule to logits [N,T,K] -> [N,K]."""
         rule = self.cfg.get("readout", {}).get("rule", "last")
-        return apply_readout(logits, rule, self.first_driven_steps()["logits"],
+        return apply_readout(logits, rule, self.readout_start(),
                              beta=float(self.head.softmax_beta) if hasattr(self.head, "softmax_beta") else 1.0,
                              threshold=self.cfg.get("readout", {}).get("threshold", 0.9))
+
+
+def readout_steps(logits, rule, start, beta=1.0, threshold=0.9):
+    """The step each sample's readout picks, [N] (see apply_readout)."""
+    n, T = logits.shape[:2]
+    if rule == "last":
+        return torch.full((n,), T - 1, dtype=torch.long)
+    window = logits[:, start:]
+    if rule == "max_conf":
+        idx = torch.softmax(beta * window, -1).amax(-1).argmax(1)
+    elif rule == "threshold":
+        conf = torch.softmax(window, -1).amax(-1)
+        hit = conf >= threshold
+        idx = torch.where(hit.any(1), hit.float().argmax(1), conf.argmax(1))
+    else:
+        raise ValueError(rule)
+    return idx + start
 
 
 def apply_readout(logits, rule, start, beta=1.0, threshold=0.9):
     """last: logits[T-1]; max_conf: t* = argmax_t max_c softmax(beta*logits_t) over
     t in [start, T); threshold: first t >= start with max_c softmax(logits_t) >= threshold,
     otherwise the max_conf time (beta = 1)."""
-    if rule == "last":
-        return logits[:, -1]
-    window = logits[:, start:]
-    if rule == "max_conf":
-        conf = torch.softmax(beta * window, -1).amax(-1)
-        idx = conf.argmax(1)
-    elif rule == "threshold":
-        conf = torch.softmax(window, -1).amax(-1)
-        hit = conf >= threshold
-        first = torch.where(hit.any(1), hit.float().argmax(1), conf.argmax(1))
-        idx = first
-    else:
-        raise ValueError(rule)
-    return window[torch.arange(logits.shape[0]), idx]
+    steps = readout_steps(logits, rule, start, beta, threshold)
+    return logits[torch.arange(logits.shape[0]), steps]
 
 
 def make_movie(images: torch.Tensor, steps: int, image_on_steps: int, blank_value: float = 0.5):
