@@ -27,7 +27,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 OUT = pathlib.Path(os.environ.get("PAGE_TEST_OUT", ROOT / "target" / "page-test"))
 # A test image that is not one of the page's built-in samples.
-TEST_INDEX = 23
+TEST_INDEX = 13
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER and (DATA / "t10k-images-idx3-ubyte.gz").exists()),
@@ -187,7 +187,7 @@ def test_page_shows_the_decision_and_the_layers_unfold(page_server, browser, tmp
 
     # Switch layer; at step 0 conv3 is not driven yet; the time slider (keyboard) moves the map.
     Select(driver.find_element("id", "layer")).select_by_value("conv3")
-    wait(driver, lambda: driver.find_element("id", "heat-caption").text.startswith("conv3"), "conv3's heat map")
+    wait(driver, lambda: driver.find_element("id", "heat-caption").text.startswith("Run A: conv3"), "conv3's heat map")
     settle(driver)
     heat = driver.find_element("id", "heat")
     assert (heat.get_attribute("width"), heat.get_attribute("height")) == ("4", "4")

@@ -475,15 +475,20 @@ function fmt(v) {
   return Math.abs(v) >= 100 || v === 0 ? v.toFixed(0) : v.toPrecision(2);
 }
 
+function steps(n) {
+  return n === 1 ? "1 step" : `${n} steps`;
+}
+
 function drawRuns() {
   const box = $("runs");
   box.replaceChildren();
+  const plots = [];
   for (const r of state.runs) {
     const res = r.answer.results[0];
     const panel = el("div", { class: "run", "data-run": r.pres.run });
     const p = r.pres;
     const title = p.kind === "default" ? "default presentation"
-      : p.kind === "flash" ? `image on for ${p.on} steps` : `image ${p.on} steps, mask ${p.maskSteps}`;
+      : p.kind === "flash" ? `image on for ${steps(p.on)}` : `image ${steps(p.on)}, mask ${steps(p.maskSteps)}`;
     panel.append(el("h3", {}, `Run ${p.run.toUpperCase()}: ${title}`));
     const list = el("ol", { class: "top5", "aria-label": `Top 5 at the readout, run ${p.run.toUpperCase()}` });
     res.top_k.forEach((c, i) => {
@@ -500,8 +505,10 @@ function drawRuns() {
     body.append(list, svg);
     panel.append(body);
     box.append(panel);
-    drawProbabilities(svg, r);
+    plots.push([svg, r]);
   }
+  // Drawn once every panel is in place, at the width each plot finally has.
+  for (const [svg, r] of plots) drawProbabilities(svg, r);
   syncStepMarkers();
 }
 
@@ -539,7 +546,7 @@ function drawProbabilities(svg, r) {
   }
   const rx = x(res.readout_step);
   svg.append(el("line", { x1: rx, y1: m.t, x2: rx, y2: y(0), class: "readout" }));
-  svg.append(svgText(rx - 3, m.t + 10, "readout", { class: "tick", "text-anchor": "end" }));
+  svg.append(svgText(rx, m.t - 4, "readout", { class: "tick", "text-anchor": "middle" }));
   svg.append(el("line", { x1: 0, y1: m.t, x2: 0, y2: y(0), class: "now" }));
   svg.dataset.steps = String(probs.length);
 }
@@ -622,7 +629,7 @@ function drawHeat() {
   note.textContent = driven ? "" : `Not yet driven: the image reaches ${spec.name} at step `
     + `${spec.first_driven_step} (${spec.first_driven_step * state.model.time.step_ms} ms).`;
   const ch = $("channel").value === "mean" ? "mean of channels" : `channel ${$("channel").value}`;
-  $("heat-caption").textContent = `${spec.name}${spec.region ? " (" + spec.region + ")" : ""}, `
+  $("heat-caption").textContent = `Run A: ${spec.name}${spec.region ? " (" + spec.region + ")" : ""}, `
     + `${ch}, ${W}×${H}; colour from ${fmt(lo)} (dark) to ${fmt(hi)} (yellow).`;
 }
 
