@@ -4,6 +4,8 @@
 
 mod common;
 
+use base64::Engine as _;
+
 use common::{png, TestServer, MODEL};
 
 async fn get(s: &TestServer, path: &str) -> reqwest::Response {
@@ -160,5 +162,31 @@ async fn preprocess_returns_the_model_sized_image() {
     )
     .await;
     assert_eq!(r.status(), 400);
+    // It takes no options: an unknown one, or options that are not an object, are refused.
+    let r = s
+        .client
+        .post(s.url(&format!("/v1/models/{MODEL}/preprocess?top_k=3")))
+        .header("content-type", "image/png")
+        .body(png(8, 8, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(png(8, 8, 1));
+    for (options, status) in [
+        (serde_json::json!([null]), 400),
+        (serde_json::json!({"x": 1}), 400),
+        (serde_json::json!({}), 200),
+        (serde_json::Value::Null, 200),
+    ] {
+        let r = s
+            .client
+            .post(s.url(&format!("/v1/models/{MODEL}/preprocess")))
+            .json(&serde_json::json!({"images": [b64], "options": options}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "options {options}");
+    }
     s.stop().await;
 }

@@ -213,7 +213,14 @@ fn add_examples(doc: &mut utoipa::openapi::OpenApi) {
                     continue;
                 }
                 media.example = if refers_to(media, "ErrorBody") {
-                    v1_error_example(status)
+                    if path.ends_with("/preprocess") && status == "400" {
+                        Some(
+                            json!({"error": "preprocess takes exactly one image; this request has 2",
+                                    "code": "one_image"}),
+                        )
+                    } else {
+                        v1_error_example(status)
+                    }
                 } else if refers_to(media, "V2ErrorBody") {
                     v2_error_example(status)
                 } else if refers_to(media, "ModelDescription") {

@@ -2,15 +2,20 @@
 //! resized and cropped to the model's input), as a PNG, so a client can show what the model was
 //! given without re-implementing the resize.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
-use super::input::ImagePayload;
 use super::inference::{decode_images, model_info};
+use super::input::{merge_options, ImagePayload};
 use super::AppState;
 use crate::model::metadata::InputSpec;
+
+/// Preprocessing has no options; an empty set still checks that none (and no misspelt one) was sent.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreprocessOptions {}
 
 /// The model's normalised `[3, H, W]` input back to 8-bit RGB: the resize works in 8 bits, so
 /// undoing the normalisation and rounding gives the exact pixels that were normalised.
@@ -58,9 +63,11 @@ fn to_rgb8(values: &[f32], input: &InputSpec) -> Vec<u8> {
 pub async fn preprocess(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    payload: ImagePayload,
+    RawQuery(query): RawQuery,
+    mut payload: ImagePayload,
 ) -> Result<Response, ApiError> {
     let info = model_info(&state, &model)?;
+    let _: PreprocessOptions = merge_options(query.as_deref(), payload.options.take())?;
     if payload.images.len() != 1 || payload.mask.is_some() {
         return Err(ApiError::bad_request(
             "one_image",

@@ -201,6 +201,10 @@ def test_page_shows_the_decision_and_the_layers_unfold(page_server, browser, tmp
     after = driver.execute_script("return arguments[0].toDataURL()", heat)
     assert after != before, "the heat map did not change with the time slider"
     assert not note.is_displayed()
+    # One channel instead of the mean over channels.
+    Select(driver.find_element("id", "channel")).select_by_value("5")
+    assert "channel 5" in driver.find_element("id", "heat-caption").text
+    assert driver.execute_script("return arguments[0].toDataURL()", heat) != after
     mean_points = driver.find_element("css selector", "#mean-plot polyline").get_attribute("points")
     assert len(mean_points.split()) == steps
 
