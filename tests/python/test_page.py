@@ -257,7 +257,7 @@ def test_page_shows_the_decision_and_the_layers_unfold(page_server, browser, tmp
     runs = settle(driver)
     driver.find_element("id", "file").send_keys(str(bad))
     wait(driver, lambda: driver.find_element("id", "error").is_displayed(), "the error box")
-    status, error = post(base, "/v1/models/rgc_fmnist/preprocess", bad.read_bytes())
+    status, error = post(base, "/v1/models/rgc_fmnist/classify?per_timestep=true&top_k=5", bad.read_bytes())
     assert status == 400
     assert error["error"] in driver.find_element("id", "error").text
     assert error["code"] in driver.find_element("id", "error").text

@@ -360,19 +360,20 @@ async function run() {
       state.mask = { blob: await sampleBlob($("mask").value), name: $("mask").value };
     }
     const maskFor = (p) => (p.kind === "mask" ? state.mask : null);
+    const classified = await Promise.all(pres.map(async (p) => {
+      const r = await api(classifyPath(p), { method: "POST", body: form(state.image, maskFor(p)) });
+      const answer = await r.json();
+      return { pres: p, answer, roundTripMs: r.elapsedMs, serverMs: Number(r.headers.get("x-total-time-ms")) };
+    }));
+    // The rest once the classification is in, so that it has the server to itself.
     const seen = showSeen(state.image, "seen");
     const maskSeen = pres.some((p) => p.kind === "mask") ? showSeen(state.mask, "mask-seen") : null;
     $("mask-seen").hidden = !maskSeen;
-    const runs = Promise.all(pres.map(async (p) => {
-      const r = await api(classifyPath(p), { method: "POST", body: form(state.image, maskFor(p)) });
-      const answer = await r.json();
-      const serverMs = Number(r.headers.get("x-total-time-ms"));
-      const means = await api(activationsPath(p, "all", "mean"),
-        { method: "POST", body: form(state.image, maskFor(p)) }).then((x) => x.json());
-      return { pres: p, answer, means, roundTripMs: r.elapsedMs, serverMs };
-    }));
+    const means = Promise.all(pres.map((p) => api(activationsPath(p, "all", "mean"),
+      { method: "POST", body: form(state.image, maskFor(p)) }).then((x) => x.json())));
     // One await for all, so that every failure is handled (the first is shown).
-    const [answers] = await Promise.all([runs, seen, maskSeen]);
+    const [allMeans] = await Promise.all([means, seen, maskSeen]);
+    const answers = classified.map((c, i) => ({ ...c, means: allMeans[i] }));
     if (seq !== state.seq) return;
     const drawStart = performance.now();
     state.runs = answers;
