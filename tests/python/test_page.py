@@ -251,6 +251,17 @@ def test_page_shows_the_decision_and_the_layers_unfold(page_server, browser, tmp
     screenshot(driver, "page-compare.png", 1280)
     resize(driver, 1280, 900)
 
+    # Another model: the page re-runs the same presentations on it and lists its layers with regions.
+    runs = settle(driver)
+    Select(driver.find_element("id", "model")).select_by_value("tiny_convrnn")
+    settled_after(driver, runs)
+    tiny = page_server.get_json("/v1/models/tiny_convrnn")
+    layer_options = [o.text for o in Select(driver.find_element("id", "layer")).options]
+    assert len(layer_options) == len(tiny["layers"]) and "conv2 (V4)" in layer_options[1]
+    status, answer = post(base, "/v1/models/tiny_convrnn/classify?top_k=5&presentation=flash&on_steps=1", png)
+    assert [s[0] for s in top5(driver)] == [c["label"] for c in answer["results"][0]["top_k"]]
+    assert all(len(p.split()) == tiny["time"]["steps"] for p in plot_points(driver))
+
     # The API's error, in its own words.
     bad = tmp_path / "not-an-image.png"
     bad.write_bytes(b"this is text, not a PNG")
