@@ -8,10 +8,6 @@ use base64::Engine as _;
 
 use common::{png, TestServer, MODEL};
 
-async fn get(s: &TestServer, path: &str) -> reqwest::Response {
-    s.client.get(s.url(path)).send().await.unwrap()
-}
-
 fn content_type(r: &reqwest::Response) -> String {
     r.headers()["content-type"].to_str().unwrap().to_string()
 }
@@ -19,7 +15,7 @@ fn content_type(r: &reqwest::Response) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_and_its_assets_are_served_with_their_types() {
     let s = TestServer::start(|_| {}).await;
-    let r = get(&s, "/").await;
+    let r = s.get("/").await;
     assert_eq!(r.status(), 200);
     assert_eq!(content_type(&r), "text/html; charset=utf-8");
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
@@ -36,7 +32,7 @@ async fn the_page_and_its_assets_are_served_with_their_types() {
         ("/page/style.css", "text/css; charset=utf-8"),
     ] {
         assert!(html.contains(path), "the page does not load {path}");
-        let r = get(&s, path).await;
+        let r = s.get(path).await;
         assert_eq!(r.status(), 200, "{path}");
         assert_eq!(content_type(&r), want, "{path}");
         total += r.bytes().await.unwrap().len();
@@ -45,7 +41,7 @@ async fn the_page_and_its_assets_are_served_with_their_types() {
     eprintln!("page first view: {total} bytes");
     assert!(total < 64 * 1024, "the page grew to {total} bytes");
 
-    let js = get(&s, "/page/app.js").await.text().await.unwrap();
+    let js = s.get("/page/app.js").await.text().await.unwrap();
     for sample in [
         "ankle-boot.png",
         "pullover.png",
@@ -55,7 +51,7 @@ async fn the_page_and_its_assets_are_served_with_their_types() {
         "sneaker.png",
     ] {
         assert!(js.contains(sample));
-        let r = get(&s, &format!("/page/samples/{sample}")).await;
+        let r = s.get(&format!("/page/samples/{sample}")).await;
         assert_eq!(r.status(), 200, "{sample}");
         assert_eq!(content_type(&r), "image/png");
         let bytes = r.bytes().await.unwrap();
@@ -67,7 +63,7 @@ async fn the_page_and_its_assets_are_served_with_their_types() {
             (28, 28)
         );
     }
-    let r = get(&s, "/page/samples/nope.png").await;
+    let r = s.get("/page/samples/nope.png").await;
     assert_eq!(r.status(), 404);
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap()["code"],
@@ -123,10 +119,11 @@ async fn preprocess_returns_the_model_sized_image() {
     let mut bytes = std::io::Cursor::new(Vec::new());
     wide.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
     let r = s
-        .client
-        .post(s.url(&format!("/v1/models/{MODEL}/preprocess")))
-        .header("content-type", "image/png")
-        .body(bytes.into_inner())
+        .post_raw(
+            &format!("/v1/models/{MODEL}/preprocess"),
+            bytes.into_inner(),
+            "image/png",
+        )
         .send()
         .await
         .unwrap();
@@ -164,10 +161,11 @@ async fn preprocess_returns_the_model_sized_image() {
     assert_eq!(r.status(), 400);
     // It takes no options: an unknown one, or options that are not an object, are refused.
     let r = s
-        .client
-        .post(s.url(&format!("/v1/models/{MODEL}/preprocess?top_k=3")))
-        .header("content-type", "image/png")
-        .body(png(8, 8, 1))
+        .post_raw(
+            &format!("/v1/models/{MODEL}/preprocess?top_k=3"),
+            png(8, 8, 1),
+            "image/png",
+        )
         .send()
         .await
         .unwrap();

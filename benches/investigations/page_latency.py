@@ -1,7 +1,7 @@
 """A classification from the page (headless Chromium, the page's own status line: fetch to
 answer, and drawing) against the same request from curl, alternating, on a running server.
 
-Run: .venv/bin/python benches/page_latency.py http://127.0.0.1:8080 [N]
+Run: .venv/bin/python benches/investigations/page_latency.py http://127.0.0.1:8080 [N]
 (needs Debian chromium and chromium-driver, and selenium from requirements-test.txt; the
 server must serve rgc_fmnist).
 """
@@ -20,7 +20,7 @@ from selenium.webdriver.chrome.service import Service
 
 base = sys.argv[1].rstrip("/")
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 15
-image = pathlib.Path(__file__).resolve().parents[1] / "src/api/page/samples/shirt.png"
+image = pathlib.Path(__file__).resolve().parents[2] / "src/api/page/samples/shirt.png"
 profile = tempfile.mkdtemp(prefix="page-latency-")
 options = webdriver.ChromeOptions()
 options.binary_location = shutil.which("chromium")
