@@ -2,7 +2,8 @@
 # Idempotent set-up of what the server needs to run, and with --test what its tests need:
 #   .venv/ (light: the onnxruntime wheel whose libonnxruntime.so the server loads, numpy, test
 #   clients), Debian packages (the Fashion-MNIST data set; with --test also chromium for the docs
-#   page test). Reruns are fast: pip is skipped when every pin is already installed.
+#   page test, and chromium-driver for Selenium's page test). Reruns are fast: pip is skipped when
+#   every pin is already installed.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -25,7 +26,7 @@ apt_install() {
 }
 
 if [ "$want_test" = 1 ]; then
-  apt_install dataset-fashion-mnist chromium curl
+  apt_install dataset-fashion-mnist chromium chromium-driver curl
 fi
 
 if [ ! -x .venv/bin/python ]; then

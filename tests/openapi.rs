@@ -60,6 +60,7 @@ fn every_route_is_documented_with_examples() {
         ("get", "/v1/models/{model}"),
         ("post", "/v1/models/{model}/classify"),
         ("post", "/v1/models/{model}/activations"),
+        ("post", "/v1/models/{model}/preprocess"),
         ("get", "/health/live"),
         ("get", "/health/ready"),
         ("get", "/metrics"),
@@ -98,6 +99,7 @@ fn every_route_is_documented_with_examples() {
                     || schema_example
                     || media.contains("octet-stream")
                     || media.contains("npz")
+                    || media.starts_with("image/")
                     || path == "/openapi.json";
                 assert!(has_example, "{method} {path} {status} {media}: no example");
             }
@@ -111,7 +113,7 @@ fn every_route_is_documented_with_examples() {
         }
     }
     let v1_paths = paths.keys().filter(|p| p.starts_with("/v1")).count();
-    assert_eq!(v1_paths, 4, "a /v1 route is missing from this test's list");
+    assert_eq!(v1_paths, 5, "a /v1 route is missing from this test's list");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,6 +124,7 @@ async fn undeclared_methods_get_405() {
         ("POST", "/v1/models/tiny_convrnn"),
         ("GET", "/v1/models/tiny_convrnn/classify"),
         ("PUT", "/v1/models/tiny_convrnn/activations"),
+        ("GET", "/v1/models/tiny_convrnn/preprocess"),
         ("POST", "/health/live"),
         ("POST", "/health/ready"),
         ("POST", "/metrics"),

@@ -10,6 +10,8 @@ pub mod inference;
 pub mod input;
 pub mod models;
 pub mod openapi;
+pub mod page;
+pub mod preprocess;
 pub mod selection;
 pub mod v2;
 
@@ -63,6 +65,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/models/{model}/activations",
             post(activations::activations),
         )
+        .route(
+            "/v1/models/{model}/preprocess",
+            post(preprocess::preprocess),
+        )
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics_text))
@@ -70,7 +76,8 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], spec) }),
         )
-        .merge(v2::router());
+        .merge(v2::router())
+        .merge(page::router());
     v1.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/docs/openapi.json", doc))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -11,7 +11,7 @@ use utoipa::openapi::schema::Schema;
 use utoipa::openapi::{RefOr, Response};
 use utoipa::OpenApi;
 
-use super::{activations, classify, error, health, input, models, selection};
+use super::{activations, classify, error, health, input, models, preprocess, selection};
 
 /// A real 2x2 PNG, base64: the examples of image inputs decode.
 pub const EXAMPLE_PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR42mM8oRHFwMDAxMDAwMDAAAAQEAFO7kM9dwAAAABJRU5ErkJggg==";
@@ -50,6 +50,7 @@ fn openapi_json() {}
         models::get_model,
         classify::classify,
         activations::activations,
+        preprocess::preprocess,
         health::live,
         health::ready,
         metrics,
@@ -190,13 +191,16 @@ fn add_examples(doc: &mut utoipa::openapi::OpenApi) {
         if let Some(body) = &mut op.request_body {
             if let Some(content) = body.content.get_mut("application/json") {
                 if refers_to(content, "JsonImages") {
-                    let options = if path.ends_with("/activations") {
-                        json!({"layers": "conv1,logits", "steps": "2:4", "pool": "mean"})
+                    content.example = Some(if path.ends_with("/preprocess") {
+                        json!({"images": [EXAMPLE_PNG_BASE64]})
+                    } else if path.ends_with("/activations") {
+                        let options =
+                            json!({"layers": "conv1,logits", "steps": "2:4", "pool": "mean"});
+                        json!({"images": [EXAMPLE_PNG_BASE64], "options": options})
                     } else {
-                        json!({"top_k": 3, "per_timestep": true})
-                    };
-                    content.example =
-                        Some(json!({"images": [EXAMPLE_PNG_BASE64], "options": options}));
+                        let options = json!({"top_k": 3, "per_timestep": true});
+                        json!({"images": [EXAMPLE_PNG_BASE64], "options": options})
+                    });
                 }
             }
         }
@@ -209,7 +213,14 @@ fn add_examples(doc: &mut utoipa::openapi::OpenApi) {
                     continue;
                 }
                 media.example = if refers_to(media, "ErrorBody") {
-                    v1_error_example(status)
+                    if path.ends_with("/preprocess") && status == "400" {
+                        Some(
+                            json!({"error": "preprocess takes exactly one image; this request has 2",
+                                    "code": "one_image"}),
+                        )
+                    } else {
+                        v1_error_example(status)
+                    }
                 } else if refers_to(media, "V2ErrorBody") {
                     v2_error_example(status)
                 } else if refers_to(media, "ModelDescription") {
