@@ -111,6 +111,8 @@ def test_classify_per_timestep_and_bad_input(client, arrays):
         client.classify([object()])
     with pytest.raises(ValueError):
         client.classify(np.zeros((4, 4, 5), dtype=np.uint8)[None])
+    with pytest.raises(ValueError, match="no images"):
+        client.activations([])
 
 
 def test_batches_in_parallel_keep_order(server, arrays):
@@ -151,6 +153,7 @@ def test_retries_429_after_retry_after(server, arrays):
 
         def handle_request(self, request):
             if request.url.path.endswith("/classify"):
+                assert request.headers["authorization"] == "Bearer secret"
                 calls.append(time.monotonic())
                 if len(calls) == 1:
                     return httpx.Response(
@@ -160,11 +163,11 @@ def test_retries_429_after_retry_after(server, arrays):
                     )
             return real.handle_request(request)
 
-    with Client(server.base, transport=Busy(), model=MODEL) as c:
+    with Client(server.base, api_key="secret", transport=Busy(), model=MODEL) as c:
         (r,) = c.classify(arrays[0])
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.95
     assert r["top_k"]
-    with Client(server.base, transport=Busy(), model=MODEL, max_retries=0) as c:
+    with Client(server.base, api_key="secret", transport=Busy(), model=MODEL, max_retries=0) as c:
         calls.clear()
         with pytest.raises(ConvRNNError) as e:
             c.classify(arrays[0])

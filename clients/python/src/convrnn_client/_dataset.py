@@ -8,7 +8,7 @@ with plain ``channel``, ``y``, ``x`` dimensions and ``layer`` and ``region`` coo
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import xarray as xr
@@ -31,8 +31,8 @@ def build_dataset(
     arrays: Mapping[str, np.ndarray],
     *,
     stimulus_ids: Sequence[str],
-    time_ms: Sequence[float],
-    time_bin_end_ms: Sequence[float],
+    time_ms: Union[Sequence[float], np.ndarray],
+    time_bin_end_ms: Union[Sequence[float], np.ndarray],
     steps: Optional[Sequence[Any]] = None,
     layer_attrs: Optional[Mapping[str, Mapping[str, Any]]] = None,
     labels: Optional[Sequence[str]] = None,
@@ -80,7 +80,7 @@ def layer_view(ds: xr.Dataset, layer: str) -> xr.DataArray:
     if layer not in ds.data_vars:
         raise KeyError(f"no layer {layer!r} (layers: {', '.join(map(str, ds.data_vars))})")
     da = ds[layer]
-    rename = {d: d[len(layer) + 1 :] for d in da.dims if d.startswith(f"{layer}_")}
+    rename = {d: d[len(layer) + 1 :] for d in map(str, da.dims) if d.startswith(f"{layer}_")}
     da = da.rename(rename)
     return da.assign_coords(layer=layer, region=str(da.attrs.get("region") or ""))
 

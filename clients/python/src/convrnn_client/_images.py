@@ -67,6 +67,10 @@ def _read(path: str) -> Callable[[], bytes]:
     return read
 
 
+def _const(data: bytes) -> Callable[[], bytes]:
+    return lambda: data
+
+
 def as_list(images: Any) -> List[Any]:
     """A single image becomes a one-item list; a 4-D array ``[N, H, W, C]`` a list of N images."""
     if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike)) or _is_pil(images):
@@ -82,6 +86,8 @@ def as_list(images: Any) -> List[Any]:
 
 def sources(images: Sequence[Any], stimulus_ids: Sequence[str] | None = None) -> List[Source]:
     """One (stimulus id, loader) per image; ids default to the path, else the position."""
+    if not images:
+        raise ValueError("no images")
     if stimulus_ids is not None and len(stimulus_ids) != len(images):
         raise ValueError(f"{len(stimulus_ids)} stimulus ids for {len(images)} images")
     out: List[Source] = []
@@ -95,14 +101,11 @@ def sources(images: Sequence[Any], stimulus_ids: Sequence[str] | None = None) ->
             default_id = path
             load = _read(path)
         elif isinstance(img, (bytes, bytearray, memoryview)):
-            data = bytes(img)
-            load = lambda data=data: data  # noqa: E731
+            load = _const(bytes(img))
         elif _is_pil(img):
-            data = _encode_pil(img)
-            load = lambda data=data: data  # noqa: E731
+            load = _const(_encode_pil(img))
         elif isinstance(img, np.ndarray):
-            data = encode_array(img)
-            load = lambda data=data: data  # noqa: E731
+            load = _const(encode_array(img))
         else:
             raise TypeError(
                 f"image {i}: expected a path, bytes, a PIL image or a numpy array, not {type(img).__name__}"

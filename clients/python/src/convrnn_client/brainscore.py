@@ -156,12 +156,13 @@ class ConvRNNBrainModel(_Base):  # type: ignore[misc,valid-type]
             return _NeuroidAssembly(values, coords=coords, dims=dims)
         da = xr.DataArray(values, coords=coords, dims=dims)
         # MultiIndexes as a NeuroidAssembly has them (one level stays a plain coordinate).
-        levels = {
+        levels: Dict[str, List[str]] = {
             "presentation": ["stimulus_id", *columns],
             "neuroid": ["neuroid_id", "layer", "region", "channel", "y", "x"],
             "time_bin": ["time_bin_start", "time_bin_end"],
         }
-        return da.set_index({dim: names for dim, names in levels.items() if len(names) > 1})
+        multi: Dict[Any, Any] = {dim: names for dim, names in levels.items() if len(names) > 1}
+        return da.set_index(multi)
 
 
 def _stimuli(stimuli: Any) -> Tuple[List[str], List[str], Dict[str, np.ndarray]]:
