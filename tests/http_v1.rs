@@ -88,6 +88,8 @@ async fn model_listing_and_description() {
     assert_eq!(m["layers"][1]["name"], "conv2");
     assert_eq!(m["devices"][0], "cpu");
     assert_eq!(m["ready"], true);
+    // The fixture's metadata has no visual_degrees: the contract's default.
+    assert_eq!(m["visual_degrees"], 8.0);
     let missing = s.client.get(s.url("/v1/models/nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();

@@ -28,6 +28,9 @@ def validate(path_or_model) -> dict:
     assert isinstance(meta["name"], str) and meta["name"]
     assert isinstance(meta["description"], str) and meta["description"]
     assert meta["trained_on"] is None or isinstance(meta["trained_on"], dict)
+    # Optional: degrees of visual angle the input spans (the server reports 8 when absent).
+    vd = meta.get("visual_degrees")
+    assert vd is None or (isinstance(vd, (int, float)) and vd > 0), "visual_degrees must be positive"
     inp, tm, ro = meta["input"], meta["time"], meta["readout"]
     for k in ("channels", "height", "width", "mean", "std", "resize", "grayscale"):
         assert k in inp, "input lacks %r" % k

@@ -341,11 +341,10 @@ fn wants_npz(headers: &HeaderMap) -> Result<bool, ApiError> {
     tag = "inference",
     params(("model" = String, Path, description = "Model name", example = "rgc_fmnist"), ActivationOptions),
     request_body(
-        description = "One encoded image, multipart parts (a part named `mask` is the mask, a part named `options` JSON options), or JSON",
+        description = "One encoded image (JPEG, PNG, WebP, BMP, TIFF) as the raw body, sent as `application/octet-stream` or with its own `image/*` type (e.g. `image/png`); several as `multipart/form-data` parts (a part named `mask` is the mask, a part named `options` the JSON options); or JSON with base64 images",
         content(
-            (Vec<u8> = "image/png"),
-            (Vec<u8> = "image/jpeg"),
-            (Vec<u8> = "multipart/form-data"),
+            (super::input::ImageBytes = "application/octet-stream"),
+            (super::input::MultipartImages = "multipart/form-data"),
             (super::input::JsonImages = "application/json"),
         )
     ),

@@ -81,11 +81,10 @@ pub struct ClassifyResponse {
     tag = "inference",
     params(("model" = String, Path, description = "Model name (its metadata `name`)", example = "rgc_fmnist"), ClassifyOptions),
     request_body(
-        description = "One encoded image (JPEG, PNG, WebP, BMP, TIFF), multipart parts, or JSON",
+        description = "One encoded image (JPEG, PNG, WebP, BMP, TIFF) as the raw body, sent as `application/octet-stream` or with its own `image/*` type (e.g. `image/png`); several as `multipart/form-data` parts (a part named `mask` is the mask, a part named `options` the JSON options); or JSON with base64 images",
         content(
-            (Vec<u8> = "image/png"),
-            (Vec<u8> = "image/jpeg"),
-            (Vec<u8> = "multipart/form-data"),
+            (super::input::ImageBytes = "application/octet-stream"),
+            (super::input::MultipartImages = "multipart/form-data"),
             (super::input::JsonImages = "application/json"),
         )
     ),

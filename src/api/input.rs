@@ -62,6 +62,30 @@ pub struct JsonImages {
     pub options: Option<serde_json::Value>,
 }
 
+// The two types below only describe request bodies in the OpenAPI document (as binary strings,
+// which generated clients send as files); `read_payload` and `read_multipart` do the reading.
+
+/// One encoded image (JPEG, PNG, WebP, BMP or TIFF).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct ImageBytes(Vec<u8>);
+
+/// A `multipart/form-data` body: one file part per image, an optional `mask` part and an
+/// optional `options` part.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MultipartImages {
+    /// The images, one file part each, in request order (any part name but `mask` and `options`).
+    images: Vec<ImageBytes>,
+    /// Mask image for `presentation=mask`.
+    #[schema(required = false)]
+    mask: ImageBytes,
+    /// The same options as the query parameters, as JSON; these win where both are given.
+    #[schema(value_type = Object, required = false)]
+    options: serde_json::Value,
+}
+
 fn decode_b64(what: &str, text: &str) -> Result<Bytes, ApiError> {
     // Accept data URLs too, since browsers hand those out.
     let text = text.rsplit_once(";base64,").map_or(text, |(_, b)| b);

@@ -27,6 +27,9 @@ pub struct ModelDescription {
     /// Layers in unroll order; each output is `[T, channels, height, width]` per image.
     pub layers: Vec<LayerSpec>,
     pub readout: ReadoutSpec,
+    /// Degrees of visual angle the input image spans (8 when the model file does not say).
+    #[schema(example = 8.0)]
+    pub visual_degrees: f64,
     /// Devices with a session of this model, e.g. `cpu` or `cuda:0`.
     pub devices: Vec<String>,
     /// True once every session has warmed up.
@@ -52,6 +55,7 @@ pub fn describe(entry: &ModelEntry) -> ModelDescription {
         time: m.time.clone(),
         layers: m.layers.clone(),
         readout: m.readout.clone(),
+        visual_degrees: m.visual_degrees(),
         devices: entry.devices.iter().map(|d| d.to_string()).collect(),
         ready: entry.is_ready(),
         queue_depth: entry.queue_depth(),

@@ -102,6 +102,7 @@ fn model_example() -> Value {
         "layers": [{"name": "conv1", "channels": 32, "height": 16, "width": 16,
                     "first_driven_step": 0, "cell": "feedforward"}],
         "readout": {"rule": "last"},
+        "visual_degrees": 8.0,
         "devices": ["cpu"],
         "ready": true,
         "queue_depth": 0

@@ -12,6 +12,10 @@ pub const METADATA_KEY: &str = "convrnn";
 /// The `format_version` values this server understands.
 pub const SUPPORTED_FORMAT_VERSIONS: &[u32] = &[1];
 
+/// Visual angle of the input when the metadata gives none: Brain-Score's default for models
+/// that do not state theirs.
+pub const DEFAULT_VISUAL_DEGREES: f64 = 8.0;
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ModelMetadata {
     pub format_version: u32,
@@ -31,6 +35,9 @@ pub struct ModelMetadata {
     pub time: TimeSpec,
     pub layers: Vec<LayerSpec>,
     pub readout: ReadoutSpec,
+    /// Degrees of visual angle the input image spans (optional; see `visual_degrees()`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visual_degrees: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -204,6 +211,11 @@ impl ModelMetadata {
         if !self.time.step_ms.is_finite() || self.time.step_ms <= 0.0 {
             return bad("time.step_ms must be positive".into());
         }
+        if let Some(v) = self.visual_degrees {
+            if !v.is_finite() || v <= 0.0 {
+                return bad(format!("visual_degrees must be positive, not {v}"));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for layer in &self.layers {
             if layer.name == "logits" || layer.name == "frames" || !seen.insert(&layer.name) {
@@ -217,6 +229,11 @@ impl ModelMetadata {
             return bad("readout.rule=threshold needs readout.threshold".into());
         }
         Ok(())
+    }
+
+    /// Degrees of visual angle the input spans, [`DEFAULT_VISUAL_DEGREES`] when not given.
+    pub fn visual_degrees(&self) -> f64 {
+        self.visual_degrees.unwrap_or(DEFAULT_VISUAL_DEGREES)
     }
 
     pub fn layer(&self, name: &str) -> Option<&LayerSpec> {
@@ -296,6 +313,24 @@ pub(crate) mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("input.") && err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
+    fn visual_degrees_is_optional_with_a_default() {
+        let m = ModelMetadata::from_json(&sample_json()).unwrap();
+        assert_eq!(m.visual_degrees(), DEFAULT_VISUAL_DEGREES);
+        let mut v: serde_json::Value = serde_json::from_str(&sample_json()).unwrap();
+        v["visual_degrees"] = 4.5.into();
+        assert_eq!(
+            ModelMetadata::from_json(&v.to_string())
+                .unwrap()
+                .visual_degrees(),
+            4.5
+        );
+        for bad in [0.0, -3.0] {
+            v["visual_degrees"] = bad.into();
+            assert!(ModelMetadata::from_json(&v.to_string()).is_err());
         }
     }
 
