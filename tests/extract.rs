@@ -65,7 +65,9 @@ fn manifest(dir: &Path) -> Value {
 }
 
 /// A `.npy` file read by hand: shape, descr, payload.
-fn npy(path: &Path) -> (Vec<usize>, String, Vec<u8>) {
+type Npy = (Vec<usize>, String, Vec<u8>);
+
+fn npy(path: &Path) -> Npy {
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(&bytes[..6], b"\x93NUMPY");
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
@@ -98,7 +100,7 @@ fn npy(path: &Path) -> (Vec<usize>, String, Vec<u8>) {
 }
 
 /// Every `.npy` of the extraction, by file name.
-fn arrays(dir: &Path) -> Vec<(String, (Vec<usize>, String, Vec<u8>))> {
+fn arrays(dir: &Path) -> Vec<(String, Npy)> {
     let m = manifest(dir);
     m["layers"]
         .as_array()
