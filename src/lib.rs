@@ -67,8 +67,10 @@ pub fn load_models(dir: &Path, metrics: &Metrics) -> anyhow::Result<Vec<ModelInf
     let mut infos: Vec<ModelInfo> = Vec::new();
     for file in files {
         let started = Instant::now();
-        let info =
+        let mut info =
             ort_backend::inspect(&file).with_context(|| format!("loading {}", file.display()))?;
+        info.weights_sha256 =
+            Some(model::file_sha256(&file).with_context(|| format!("hashing {}", file.display()))?);
         if let Some(other) = infos.iter().find(|i| i.name() == info.name()) {
             bail!(
                 "{} and {} both call themselves {:?}",

@@ -26,23 +26,6 @@ pub struct LocalSource {
     pub sessions: usize,
 }
 
-/// sha256 of a file, read in blocks.
-pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -62,7 +45,7 @@ impl LocalSource {
             .map_err(|e| err(e.to_string()))?;
         let info = ort_backend::inspect(model).map_err(|e| err(e.to_string()))?;
         let preprocess = Preprocess::for_input(&info.metadata.input);
-        let weights = file_sha256(model).map_err(|e| err(e.to_string()))?;
+        let weights = crate::model::file_sha256(model).map_err(|e| err(e.to_string()))?;
         let devices =
             crate::resolve_devices(devices).map_err(|e| ExtractError::Usage(e.to_string()))?;
         let cores = crate::thread_plan::available_cores();
