@@ -344,3 +344,88 @@ pub fn build(
         layers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn meta() -> ModelMetadata {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&crate::model::metadata::tests::sample_json()).unwrap();
+        v["layers"][1]["region"] = "V4".into();
+        ModelMetadata::from_json(&v.to_string()).unwrap()
+    }
+
+    fn args(extra: &[&str]) -> ExtractArgs {
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            a: ExtractArgs,
+        }
+        let base = ["x", "--model", "m", "--images", "i", "--out", "o"];
+        W::parse_from(base.iter().chain(extra)).a
+    }
+
+    fn plan(extra: &[&str]) -> Result<Plan, ExtractError> {
+        let stimuli = vec![
+            StimulusEntry {
+                id: "s".into(),
+                path: "s.png".into()
+            };
+            3
+        ];
+        build(&args(extra), &meta(), None, &stimuli)
+    }
+
+    #[test]
+    fn shapes_regions_and_bins() {
+        let p = plan(&["--pool", "avg2", "--time-bins", "0:15,15:40"]).unwrap();
+        assert_eq!(p.layers[0].shape, vec![3, 2, 2, 2, 2]);
+        assert_eq!(p.layers[1].shape, vec![3, 2, 2, 2, 2]);
+        assert_eq!(p.time_bins[0].steps, vec![0, 1]);
+        assert_eq!(p.time_bins[1].steps, vec![2, 3]);
+        assert_eq!(p.needed_steps(), vec![0, 1, 2, 3]);
+        let p = plan(&[
+            "--regions",
+            "v4",
+            "--steps",
+            "3,1",
+            "--pool",
+            "max",
+            "--dtype",
+            "f16",
+        ])
+        .unwrap();
+        assert_eq!(p.layers.len(), 1);
+        assert_eq!(
+            (p.layers[0].name.as_str(), p.layers[0].shape.clone()),
+            ("conv2", vec![3, 2, 2])
+        );
+        assert_eq!(p.layers[0].row_bytes(), 2 * 2 * 2);
+        assert_eq!(
+            (p.time_bins[0].start_ms, p.time_bins[0].end_ms),
+            (30.0, 40.0)
+        );
+        assert_eq!(p.needed_steps(), vec![1, 3]);
+        let p = plan(&["--layers", "logits", "--pool", "mean"]).unwrap();
+        assert_eq!(p.layers[0].shape, vec![3, 4, 3]);
+        assert_eq!(p.bytes_for_rows(2), 2 * 4 * 3 * 4);
+    }
+
+    #[test]
+    fn selections_the_model_lacks_are_refused() {
+        for (extra, needle) in [
+            (
+                &["--regions", "IT"][..],
+                "maps no layer to \"IT\" (its regions: V4)",
+            ),
+            (&["--layers", "conv9"][..], "conv9"),
+            (&["--time-bins", "100:200"][..], "holds no step"),
+            (&["--steps", "7"][..], "out of range"),
+        ] {
+            let err = plan(extra).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra:?}: {err}");
+        }
+    }
+}
