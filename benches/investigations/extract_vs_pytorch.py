@@ -3,10 +3,10 @@ extraction (PyTorch eager, forward hooks on every layer, features kept in RAM an
 end) on the same Fashion-MNIST PNGs, the same model and weights, all layers x all steps, float32,
 no pooling. Reports images/s and the resident memory over each run (docs/extract.md).
 
-    models/.venv/bin/python benches/extract_vs_pytorch.py --count 1000 \
+    models/.venv/bin/python benches/investigations/extract_vs_pytorch.py --count 1000 \
         --binary /tmp/extract-release-target/release/convrnn-serve
 
-Needs models/.venv (torch, onnx, Pillow) and the PNGs of benches/fmnist_pngs.py (written to
+Needs models/.venv (torch, onnx, Pillow) and the PNGs of benches/investigations/fmnist_pngs.py (written to
 --images if missing). The PyTorch loop runs in a child process so its memory is its own.
 """
 import argparse
@@ -21,7 +21,7 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import rss  # noqa: E402
 

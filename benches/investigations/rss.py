@@ -1,7 +1,7 @@
 """Run a command and sample its resident memory (VmRSS of the process and its children) while
 it runs; print the peak and, with --csv, write every sample (seconds, MiB, rows done).
 
-    .venv/bin/python benches/rss.py --csv /tmp/rss.csv --rows-log OUT/.extract -- \
+    .venv/bin/python benches/investigations/rss.py --csv /tmp/rss.csv --rows-log OUT/.extract -- \
         target/release/convrnn-serve extract --model models/rgc_fmnist.onnx --images ... --out OUT
 
 --rows-log DIR counts the rows the extraction has recorded (its progress logs) at each sample,

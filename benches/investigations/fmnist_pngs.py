@@ -1,6 +1,6 @@
 """Write the first N Fashion-MNIST test images as PNGs plus a Brain-Score-style stimulus CSV.
 
-    .venv/bin/python benches/fmnist_pngs.py --out /tmp/fmnist-png --count 10000
+    .venv/bin/python benches/investigations/fmnist_pngs.py --out /tmp/fmnist-png --count 10000
 
 Reads the Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist, or
 $FASHION_MNIST_DIR). Writes OUT/img_00000.png ... and OUT/stimuli.csv (stimulus_id,
