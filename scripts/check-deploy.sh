@@ -17,6 +17,8 @@
 #      the image's user, GPU limit/toleration/devices in the gpu overlay, selectors, HPA metric, known
 #      CONVRNN_* variables, Dockerfiles agree with the conventions and the manifests; and a self-test that
 #      the invariant checks reject broken variants.
+#   6. the extraction Job k8s/jobs/extract.yaml: schemas as in 4, and an Indexed Job whose --shard N is its
+#      completions, with --resume, against the Service, as the image's user.
 # The runtime side (the Dockerfiles' build and run steps on the host) is scripts/deploy-smoke.sh.
 set -euo pipefail
 
@@ -400,6 +402,50 @@ if [ -s "$out/cpu.yaml" ] && [ -s "$out/gpu.yaml" ] && [ -s "$out/kserve.yaml" ]
     done
   fi
 fi
+
+# ---- 6. the extraction Job (k8s/jobs/extract.yaml: applied on its own, not part of an overlay) ----------------
+extract_job() {
+  "$bin/python" - k8s/jobs/extract.yaml k8s/base/service.yaml <<'PY'
+import re, sys
+import yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+svc = yaml.safe_load(open(sys.argv[2]))
+errs = []
+jobs = [d for d in docs if d["kind"] == "Job"]
+pvcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+if len(jobs) != 1:
+    sys.exit("expected one Job")
+job = jobs[0]["spec"]; pod = job["template"]["spec"]; c = pod["containers"][0]
+args = c.get("args", [])
+if job.get("completionMode") != "Indexed": errs.append("completionMode must be Indexed")
+if pod.get("restartPolicy") != "Never": errs.append("restartPolicy must be Never (backoffLimitPerIndex)")
+if not args or args[0] != "extract": errs.append("args must start with extract")
+shard = [a for a in args if a.startswith("--shard=")]
+m = re.fullmatch(r"--shard=\$\(JOB_COMPLETION_INDEX\)/(\d+)", shard[0]) if shard else None
+if not m: errs.append("--shard=$(JOB_COMPLETION_INDEX)/N missing")
+elif not int(m.group(1)) == job.get("completions") == job.get("parallelism"):
+    errs.append(f"--shard N ({m.group(1)}) must equal completions and parallelism")
+if "--resume" not in args: errs.append("--resume missing: a retried pod must continue its slice")
+port = svc["spec"]["ports"][0]["port"]
+if f"--server=http://{svc['metadata']['name']}:{port}" not in args:
+    errs.append(f"--server must be the Service http://{svc['metadata']['name']}:{port}")
+sc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
+if not sc.get("runAsNonRoot") or sc.get("runAsUser") != 10001: errs.append("run as the image's user 10001")
+if not csc.get("readOnlyRootFilesystem") or csc.get("allowPrivilegeEscalation") is not False:
+    errs.append("container security context as the server's")
+for v in pod.get("volumes", []):
+    claim = v.get("persistentVolumeClaim", {}).get("claimName")
+    if claim and "ReadWriteMany" not in pvcs.get(claim, {}).get("spec", {}).get("accessModes", []):
+        errs.append(f"volume {claim}: shards write the same files, it must be a ReadWriteMany claim")
+for e in errs:
+    print("  " + e, file=sys.stderr)
+sys.exit(1 if errs else 0)
+PY
+}
+for v in $k8s_versions; do
+  step "kubernetes-validate --strict -k $v k8s/jobs/extract.yaml" validate k8s/jobs/extract.yaml "$v"
+done
+step "invariants of the extraction Job" extract_job
 
 log "done in $(( $(date +%s) - t0 ))s"
 [ "$failed" -eq 0 ] || log "failed: ${failures[*]}"

@@ -32,6 +32,9 @@ pub enum Command {
         #[arg(long, env = "CONVRNN_ORT_LIBRARY")]
         ort_library: Option<PathBuf>,
     },
+    /// Write the features of a stimulus set to one .npy per layer plus manifest.json, from a
+    /// model file in-process or from a running server.
+    Extract(Box<crate::extract::ExtractArgs>),
     /// Exit 0 if the server at --url answers ready (for container HEALTHCHECKs without curl).
     Healthcheck {
         /// Default: /health/ready on the port of CONVRNN_LISTEN (8080 if unset), on loopback.

@@ -9,6 +9,8 @@
 //! - [`model`]: the model contract (metadata, tensor shapes, readout rules).
 //! - [`presentation`]: what the model sees at each timestep.
 //! - [`inspect`]: the `inspect` report; [`image`]: decode, orient, resize and normalise images; [`npz`]: NumPy archives.
+//! - [`pool`]: spatial pooling of layer outputs, shared by the HTTP answers and `extract`.
+//! - [`extract`]: `convrnn-serve extract`, features of a whole stimulus set to `.npy` files.
 //! - [`metrics`]: the Prometheus registry; [`shutdown`]: signals.
 //!
 //! Dependencies point one way: api → engine → backend trait ← ort.
@@ -17,11 +19,13 @@ pub mod api;
 pub mod backend;
 pub mod config;
 pub mod engine;
+pub mod extract;
 pub mod image;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
 pub mod npz;
+pub mod pool;
 pub mod presentation;
 pub mod shutdown;
 pub mod thread_plan;
@@ -63,8 +67,10 @@ pub fn load_models(dir: &Path, metrics: &Metrics) -> anyhow::Result<Vec<ModelInf
     let mut infos: Vec<ModelInfo> = Vec::new();
     for file in files {
         let started = Instant::now();
-        let info =
+        let mut info =
             ort_backend::inspect(&file).with_context(|| format!("loading {}", file.display()))?;
+        info.weights_sha256 =
+            Some(model::file_sha256(&file).with_context(|| format!("hashing {}", file.display()))?);
         if let Some(other) = infos.iter().find(|i| i.name() == info.name()) {
             bail!(
                 "{} and {} both call themselves {:?}",

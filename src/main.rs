@@ -11,9 +11,13 @@ use convrnn_serve::thread_plan::ThreadPlan;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn init_tracing(json: bool) {
+    init_tracing_with(json, "info,ort=warn");
+}
+
+fn init_tracing_with(json: bool, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -73,6 +77,31 @@ fn main() -> anyhow::Result<()> {
             print!(
                 "{}",
                 convrnn_serve::inspect::inspect_report(&file, ort_library.as_deref())?
+            );
+            Ok(())
+        }
+        Command::Extract(args) => {
+            // The engine's start-up logs would scroll the progress bar away.
+            init_tracing_with(false, "warn");
+            let out = args.out.clone();
+            let s = convrnn_serve::extract::run(*args)?;
+            let m = &s.manifest;
+            println!(
+                "wrote {} rows in {:.1} s ({:.1} images/s), {} failed; {}: {}",
+                s.written_rows,
+                s.seconds,
+                s.written_rows as f64 / s.seconds.max(1e-9),
+                m.failures.len(),
+                out.join(convrnn_serve::extract::manifest::FILE).display(),
+                if m.complete {
+                    "complete".to_string()
+                } else {
+                    format!(
+                        "{} of {} rows so far (other shards)",
+                        m.rows_done,
+                        m.plan.rows()
+                    )
+                }
             );
             Ok(())
         }

@@ -143,7 +143,7 @@ fn check_shape(shape: &[usize], len: usize) -> Result<(), NpzError> {
 }
 
 /// The `.npy` v1.0 header (magic, version, length, dict, padding, newline), a multiple of 64.
-fn npy_header(shape: &[usize], descr: &str) -> Vec<u8> {
+pub fn npy_header(shape: &[usize], descr: &str) -> Vec<u8> {
     // Python tuple syntax: `()`, `(3,)`, `(2, 3)`.
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_str = match dims.len() {

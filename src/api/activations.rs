@@ -154,17 +154,8 @@ fn gather_layer(
         let values = layer_values(r, name)?;
         for &t in &sel.steps {
             let step = layout.step(values, t);
-            match (pooled, sel.pool) {
-                (false, _) | (true, Pool::None) => data.extend_from_slice(step),
-                (true, Pool::Mean) => data.extend(
-                    step.chunks(plane)
-                        .map(|c| c.iter().sum::<f32>() / plane as f32),
-                ),
-                (true, Pool::Max) => data.extend(
-                    step.chunks(plane)
-                        .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max)),
-                ),
-            }
+            let pool = if pooled { sel.pool } else { Pool::None };
+            crate::pool::pool_step(step, plane, pool, &mut data);
         }
     }
     Ok(Gathered {

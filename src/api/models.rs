@@ -36,6 +36,10 @@ pub struct ModelDescription {
     pub ready: bool,
     /// Images waiting in this model's queue.
     pub queue_depth: usize,
+    /// sha256 of the served `.onnx` file (hex): which weights produced an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "9b2d630846f17019852d4028e574af2a3204a0f4ddb8ed44ab3ea1b834c9fc09")]
+    pub weights_sha256: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -59,6 +63,7 @@ pub fn describe(entry: &ModelEntry) -> ModelDescription {
         devices: entry.devices.iter().map(|d| d.to_string()).collect(),
         ready: entry.is_ready(),
         queue_depth: entry.queue_depth(),
+        weights_sha256: entry.info.weights_sha256.clone(),
     }
 }
 

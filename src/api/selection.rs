@@ -2,24 +2,9 @@
 //! to pool space. Parsed from the request's options and checked against the model's metadata, so
 //! an unknown layer or an out-of-range step is a 400 before any work is queued.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use super::error::ApiError;
 use crate::model::{ModelMetadata, LOGITS_NAME};
-
-/// Spatial pooling of layer outputs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Pool {
-    /// Full `[C, H, W]` maps.
-    #[default]
-    None,
-    /// Mean over H and W: `[C]`.
-    Mean,
-    /// Max over H and W: `[C]`.
-    Max,
-}
+pub use crate::pool::Pool;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selection {

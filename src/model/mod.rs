@@ -46,6 +46,29 @@ pub struct ModelInfo {
     pub metadata: ModelMetadata,
     pub inputs: Vec<TensorInfo>,
     pub outputs: Vec<TensorInfo>,
+    /// sha256 of the file (hex), which names the weights a result came from; set when served.
+    pub weights_sha256: Option<String>,
+}
+
+/// sha256 of a file as lowercase hex, read in blocks.
+pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 impl ModelInfo {
@@ -127,6 +150,7 @@ impl ModelInfo {
             metadata,
             inputs,
             outputs,
+            weights_sha256: None,
         })
     }
 
