@@ -59,6 +59,7 @@ fn openapi_json() {}
         error::ErrorBody,
         input::JsonImages,
         models::ModelList,
+        models::UnavailableModel,
         models::ModelDescription,
         classify::ClassifyResponse,
         classify::ClassifyResult,
