@@ -62,7 +62,18 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     let value = HeaderValue::from_str(&id).expect("a valid id is a valid header value");
     request.headers_mut().insert(HEADER, value.clone());
     let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = CURRENT.scope(id, next.run(request)).instrument(span).await;
+    let started = std::time::Instant::now();
+    let mut response = CURRENT
+        .scope(id, next.run(request))
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            secs = started.elapsed().as_secs_f64(),
+            "answered"
+        );
+    });
     response.headers_mut().insert(HEADER, value);
     response
 }

@@ -140,16 +140,16 @@ pub(crate) fn spawn(
             let mut backend = Some(backend);
             while let Some(mut session) = backend.take() {
                 let exit = panic::catch_unwind(AssertUnwindSafe(|| {
-                    run_loop(session.as_mut(), &info, &queue, &metrics, &config)
+                    run_loop(session.as_mut(), &info, &queue, &status, &metrics, &config)
                 }))
                 .unwrap_or_else(|payload| {
                     tracing::error!(worker = %name, panic = %panic_message(&*payload), "worker panicked");
+                    status.ready.fetch_sub(1, Ordering::SeqCst);
                     Exit::Panicked
                 });
                 if exit == Exit::Closed {
                     break;
                 }
-                status.ready.fetch_sub(1, Ordering::SeqCst);
                 restarts.inc();
                 // The runtime may have been left in any state; its destructor may panic too.
                 if panic::catch_unwind(AssertUnwindSafe(move || drop(session))).is_err() {
@@ -170,7 +170,7 @@ pub(crate) fn spawn(
 enum Exit {
     /// The queue closed and is empty: the engine is shutting down.
     Closed,
-    /// A panic: the session must be replaced.
+    /// A panic: the session must be replaced (the worker no longer counts as ready).
     Panicked,
 }
 
@@ -359,6 +359,7 @@ fn run_loop(
     backend: &mut dyn Backend,
     info: &ModelInfo,
     queue: &BatchQueue,
+    status: &WorkerStatus,
     metrics: &Metrics,
     config: &WorkerConfig,
 ) -> Exit {
@@ -419,6 +420,9 @@ fn run_loop(
                     .batch_failures
                     .with_label_values(&[model, &device])
                     .inc();
+                // Not ready before the answers go out, so a client that reads readiness next
+                // sees the restart.
+                status.ready.fetch_sub(1, Ordering::SeqCst);
                 if let (true, Some(adaptive)) = (on_all_cores, &config.adaptive) {
                     // Shared by the model's workers: nobody borrows a session in that state.
                     adaptive.session.remove();
