@@ -591,7 +591,11 @@ async fn a_failed_session_run_answers_500_backend_and_the_worker_carries_on() {
         "{body}"
     );
     assert_eq!(h.classify_png().send().await.unwrap().status(), 200);
-    assert_eq!(h.ready_status().await, 200, "an error is no reason to restart");
+    assert_eq!(
+        h.ready_status().await,
+        200,
+        "an error is no reason to restart"
+    );
     assert_eq!(faults.sessions_built(), 1);
     let metrics = h.metrics().await;
     for series in [

@@ -274,7 +274,11 @@ impl TestServer {
 
     /// `path` on the admin listener.
     pub fn admin_url(&self, path: &str) -> String {
-        format!("{}{}", self.admin.as_ref().expect("an admin listener"), path)
+        format!(
+            "{}{}",
+            self.admin.as_ref().expect("an admin listener"),
+            path
+        )
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
