@@ -37,7 +37,8 @@ pub enum Command {
     Extract(Box<crate::extract::ExtractArgs>),
     /// Exit 0 if the server at --url answers ready (for container HEALTHCHECKs without curl).
     Healthcheck {
-        /// Default: /health/ready on the port of CONVRNN_LISTEN (8080 if unset), on loopback.
+        /// Default: /health/ready on loopback, on the port of CONVRNN_ADMIN_LISTEN, else of
+        /// CONVRNN_LISTEN (8080 if neither is set).
         #[arg(long, env = "CONVRNN_HEALTHCHECK_URL")]
         url: Option<String>,
     },
@@ -55,6 +56,29 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CONVRNN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// A second address that serves only health (`/health/*`, `/v2/health/*`) and `/metrics`, so
+    /// probes and scrapes never wait behind client connections at --max-connections and need
+    /// no API key. When set, `/metrics` is served there only. Unset: all on --listen.
+    #[arg(long, env = "CONVRNN_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// File of API keys, one a line (blank lines and `#` comments skipped). When set (or
+    /// CONVRNN_API_KEYS), `/v1` and `/v2` need `Authorization: Bearer KEY`; health, metrics,
+    /// `/docs` and `/openapi.json` stay open. Re-read when it changes (checked every second) and
+    /// on SIGHUP, so keys rotate without a restart.
+    #[arg(long, env = "CONVRNN_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// API keys, comma-separated, added to those of --api-key-file. Set it in the environment:
+    /// a command line is visible to every user of the machine.
+    #[arg(long, env = "CONVRNN_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<Secret>,
+
+    /// Serve the models that load and list the others with their error in `/v1/models`,
+    /// instead of refusing to start when any model file cannot be loaded.
+    #[arg(long, env = "CONVRNN_SKIP_BROKEN_MODELS")]
+    pub skip_broken_models: bool,
 
     /// `auto` (every visible CUDA device if the library has the CUDA provider, else CPU), `cpu`,
     /// or `cuda:0,1,...`.
@@ -168,6 +192,28 @@ pub struct ServeArgs {
     pub log_format: String,
 }
 
+/// A value that must not appear in logs or `Debug` output (API keys).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 impl ServeArgs {
     /// `--cpu-batch-budget-ms`, None when 0 (off).
     pub fn cpu_batch_budget(&self) -> Option<Duration> {
@@ -241,6 +287,13 @@ mod tests {
         );
         assert!(parse_devices("tpu", &[]).is_err());
         assert!(parse_devices("cuda:x", &[]).is_err());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let mut a = ServeArgs::defaults();
+        a.api_keys = Some(Secret("hunter2".into()));
+        assert!(!format!("{a:?}").contains("hunter2"));
     }
 
     #[test]

@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use backend::ort as ort_backend;
 use backend::{Backend, Device};
 use config::ServeArgs;
-use engine::{BackendFactory, Engine, EngineConfig, Width};
+use engine::{BackendFactory, Engine, EngineConfig, Unavailable, Width};
 use metrics::Metrics;
 use model::ModelInfo;
 use thread_plan::ThreadPlan;
@@ -58,17 +58,37 @@ pub fn model_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Inspects and validates every model in the directory; names must be unique.
-pub fn load_models(dir: &Path, metrics: &Metrics) -> anyhow::Result<Vec<ModelInfo>> {
+/// Inspects and validates every model in the directory; names must be unique. A file that
+/// cannot be loaded stops everything, or with `skip_broken` is returned with its error instead
+/// (as long as one model loads).
+pub fn load_models(
+    dir: &Path,
+    metrics: &Metrics,
+    skip_broken: bool,
+) -> anyhow::Result<(Vec<ModelInfo>, Vec<Unavailable>)> {
     let files = model_files(dir)?;
     if files.is_empty() {
         bail!("no .onnx files in {}", dir.display());
     }
     let mut infos: Vec<ModelInfo> = Vec::new();
+    let mut broken = Vec::new();
     for file in files {
         let started = Instant::now();
-        let mut info =
-            ort_backend::inspect(&file).with_context(|| format!("loading {}", file.display()))?;
+        let mut info = match ort_backend::inspect(&file) {
+            Ok(info) => info,
+            Err(e) if skip_broken => {
+                tracing::error!(file = %file.display(), error = %e, "model not loaded; serving the others (--skip-broken-models)");
+                broken.push(Unavailable {
+                    file: file.display().to_string(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+            Err(e) => bail!(
+                "cannot load model {}: {e} (--skip-broken-models serves the other models)",
+                file.display()
+            ),
+        };
         info.weights_sha256 =
             Some(model::file_sha256(&file).with_context(|| format!("hashing {}", file.display()))?);
         if let Some(other) = infos.iter().find(|i| i.name() == info.name()) {
@@ -86,7 +106,15 @@ pub fn load_models(dir: &Path, metrics: &Metrics) -> anyhow::Result<Vec<ModelInf
         tracing::info!(model = info.name(), file = %file.display(), "model loaded");
         infos.push(info);
     }
-    Ok(infos)
+    if infos.is_empty() {
+        bail!(
+            "no model in {} could be loaded; {}: {}",
+            dir.display(),
+            broken[0].file,
+            broken[0].error
+        );
+    }
+    Ok((infos, broken))
 }
 
 /// The devices `--devices` asks for, given what this library and machine offer.
@@ -116,7 +144,7 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
     };
     let library = ort_backend::init_runtime(args.ort_library.as_deref(), runtime)?;
     tracing::info!(library = %library.display(), "ONNX Runtime loaded");
-    let infos = load_models(&args.model_dir, &metrics)?;
+    let (infos, unavailable) = load_models(&args.model_dir, &metrics, args.skip_broken_models)?;
     let devices = resolve_devices(&args.devices)?;
     let plan = ThreadPlan::new(args, cores, &devices, infos.len());
     plan.log();
@@ -151,16 +179,23 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
         },
         metrics,
     )?;
-    Ok(Arc::new(engine))
+    Ok(Arc::new(engine.with_unavailable(unavailable)))
 }
 
-pub fn app_state(args: &ServeArgs, engine: Arc<Engine>, metrics: Arc<Metrics>) -> api::AppState {
+pub fn app_state(
+    args: &ServeArgs,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    keys: Option<Arc<api::auth::ApiKeys>>,
+) -> api::AppState {
     api::AppState {
         engine,
         metrics,
         decode_permits: Arc::new(tokio::sync::Semaphore::new(ThreadPlan::decode_permits(
             thread_plan::available_cores(),
         ))),
+        keys,
+        admin_listener: args.admin_listen.is_some(),
         limits: Arc::new(api::Limits {
             max_body_bytes: args.max_body_bytes,
             max_images_per_request: args.max_images_per_request,
@@ -173,32 +208,101 @@ pub fn app_state(args: &ServeArgs, engine: Arc<Engine>, metrics: Arc<Metrics>) -
     }
 }
 
+/// The sockets the server answers on: the API's, and optionally the admin listener for health
+/// and metrics (`--admin-listen`). A plain `TcpListener` converts into one with no admin
+/// listener; [`run`] then binds `--admin-listen` itself if it is set.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(api: TcpListener) -> Self {
+        Self { api, admin: None }
+    }
+}
+
+/// Connections the admin listener holds at once: a kubelet's probes and a few scrapers.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// The API keys of `--api-key-file` and `CONVRNN_API_KEYS`, if any.
+pub fn api_keys(args: &ServeArgs) -> anyhow::Result<Option<Arc<api::auth::ApiKeys>>> {
+    let keys = api::auth::ApiKeys::load(
+        args.api_key_file.as_deref(),
+        args.api_keys.as_ref().map(config::Secret::expose),
+    )?;
+    Ok(keys.map(Arc::new))
+}
+
 /// Serves until `shutdown` resolves, then drains: readiness turns 503 at once, the listener
 /// closes after `--drain-delay-ms`, in-flight requests get up to `--drain-timeout-ms`, and the
 /// workers finish what is queued.
 pub async fn run(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let mut listeners = listeners.into();
+    if let (None, Some(addr)) = (&listeners.admin, args.admin_listen) {
+        listeners.admin = Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--admin-listen {addr}"))?,
+        );
+    }
+    // Before the models load, so a bad key file fails at once.
+    api_keys(&args)?;
     let metrics = Arc::new(Metrics::new());
     let engine = {
         let args = args.clone();
         let metrics = metrics.clone();
         tokio::task::spawn_blocking(move || start_engine(&args, metrics)).await??
     };
-    serve(listener, args, engine, metrics, shutdown).await
+    serve(listeners, args, engine, metrics, shutdown).await
 }
 
 /// Serves an already started engine (tests use this with a fake backend); see [`run`].
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     args: ServeArgs,
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = app_state(&args, engine.clone(), metrics.clone());
+    let Listeners {
+        api: listener,
+        admin,
+    } = listeners.into();
+    let keys = api_keys(&args)?;
+    if let Some(keys) = &keys {
+        tracing::info!(keys = keys.len(), "API keys required on /v1 and /v2");
+    }
+    let key_watch = keys.clone().map(|keys| {
+        tokio::spawn(keys.watch(args.api_keys.as_ref().map(|s| s.expose().to_string())))
+    });
+    let state = app_state(&args, engine.clone(), metrics.clone(), keys);
+    let header_timeout = Duration::from_millis(args.header_timeout_ms);
+    let (admin_stop, admin_task) = match admin {
+        Some(admin) => {
+            tracing::info!(addr = %admin.local_addr()?, "admin listener: health and metrics");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let limits = api::connections::ConnectionLimits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                header_timeout,
+            };
+            let task = tokio::spawn(api::connections::serve(
+                admin,
+                api::admin_router(state.clone()),
+                limits,
+                None,
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            (Some(stop), Some(task))
+        }
+        None => (None, None),
+    };
     let app = api::router(state);
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
@@ -213,9 +317,9 @@ pub async fn serve(
     };
     let limits = api::connections::ConnectionLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        header_timeout,
     };
-    let server = api::connections::serve(listener, app, limits, metrics, graceful);
+    let server = api::connections::serve(listener, app, limits, Some(metrics), graceful);
     let drain_timeout = Duration::from_millis(args.drain_timeout_ms);
     let bounded = async move {
         // Only after the shutdown signal does the drain bound start counting.
@@ -228,6 +332,19 @@ pub async fn serve(
     }
     let stopping = engine.clone();
     tokio::task::spawn_blocking(move || stopping.shutdown()).await?;
+    // Probes keep their answers (503, draining) until the very end.
+    if let (Some(stop), Some(task)) = (admin_stop, admin_task) {
+        let _ = stop.send(());
+        if tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("admin listener did not close within 1 s");
+        }
+    }
+    if let Some(watch) = key_watch {
+        watch.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -53,7 +53,16 @@ fn healthcheck(url: &str) -> anyhow::Result<()> {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// A start-up failure is one line on stderr (`convrnn-serve: error: ...`, causes joined by `: `)
+/// and exit status 1: what a container log or `kubectl describe` shows.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("convrnn-serve: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
@@ -64,12 +73,27 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(args.listen).await?;
-                eprintln!(
-                    "convrnn-serve listening on http://{}",
-                    listener.local_addr()?
-                );
-                convrnn_serve::run(listener, *args, convrnn_serve::shutdown::signal()).await
+                use anyhow::Context;
+                let api = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .with_context(|| format!("--listen {}", args.listen))?;
+                let admin = match args.admin_listen {
+                    Some(addr) => Some(
+                        tokio::net::TcpListener::bind(addr)
+                            .await
+                            .with_context(|| format!("--admin-listen {addr}"))?,
+                    ),
+                    None => None,
+                };
+                eprintln!("convrnn-serve listening on http://{}", api.local_addr()?);
+                if let Some(admin) = &admin {
+                    eprintln!(
+                        "convrnn-serve: health and metrics on http://{}",
+                        admin.local_addr()?
+                    );
+                }
+                let listeners = convrnn_serve::Listeners { api, admin };
+                convrnn_serve::run(listeners, *args, convrnn_serve::shutdown::signal()).await
             })
         }
         Command::Inspect { file, ort_library } => {
@@ -107,7 +131,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| {
-                let port = std::env::var("CONVRNN_LISTEN")
+                // Probes are answered on the admin listener when there is one.
+                let port = std::env::var("CONVRNN_ADMIN_LISTEN")
+                    .or_else(|_| std::env::var("CONVRNN_LISTEN"))
                     .ok()
                     .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
                     .map_or(8080, |a| a.port());

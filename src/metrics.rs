@@ -15,6 +15,7 @@ pub mod reason {
     pub const TIMEOUT: &str = "timeout";
     pub const DISCONNECTED: &str = "disconnected";
     pub const BACKEND: &str = "backend";
+    pub const UNAUTHORIZED: &str = "unauthorized";
 }
 
 pub struct Metrics {
@@ -23,6 +24,10 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Failed requests (or queued items, for timeouts/disconnects seen by workers) by reason.
     pub failures: IntCounterVec,
+    /// Batches whose session run failed or panicked, by model and device.
+    pub batch_failures: IntCounterVec,
+    /// Workers restarted with a fresh session after a panic, by model and device.
+    pub worker_restarts: IntCounterVec,
     /// Whole-request latency by route.
     pub request_duration: HistogramVec,
     /// Time an item waited in the queue before its batch started.
@@ -129,6 +134,16 @@ impl Metrics {
                 "convrnn_request_failures_total",
                 "Failed requests by model and reason",
                 &["model", "reason"],
+            ),
+            batch_failures: counter(
+                "convrnn_batch_failures_total",
+                "Batches whose session run failed or panicked, by model and device",
+                &["model", "device"],
+            ),
+            worker_restarts: counter(
+                "convrnn_worker_restarts_total",
+                "Workers restarted with a fresh session after a panic, by model and device",
+                &["model", "device"],
             ),
             request_duration: histogram(
                 "convrnn_request_duration_seconds",

@@ -197,8 +197,7 @@ async fn health_and_metadata() {
         let r = s.get(&path).await;
         assert_eq!(r.status(), 404, "{path}");
         let body: Value = r.json().await.unwrap();
-        assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
-        assert!(body["error"].is_string());
+        assert_v2_error_body(&body);
     }
     let r = post_json(
         &s,
@@ -460,7 +459,7 @@ async fn malformed_requests_are_400_with_an_error_body() {
         let status = r.status();
         let body: Value = r.json().await.unwrap();
         assert_eq!(status, 400, "{what}: {body}");
-        assert_eq!(body.as_object().unwrap().len(), 1, "{what}: {body}");
+        assert_v2_error_body(&body);
         assert!(
             body["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{what}"
@@ -595,7 +594,23 @@ async fn limits_and_overload() {
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    assert_v2_error_body(&body);
     assert_eq!(first.await.unwrap(), 200);
     s.stop().await;
+}
+
+/// The protocol's error body, `{"error": "..."}`, plus the request's id and nothing else.
+fn assert_v2_error_body(body: &Value) {
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["error", "request_id"], "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(body["request_id"].is_string(), "{body}");
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fake, TestServer, MODEL};
+use common::{png, Fake, Fault, Faults, TestServer, MODEL};
 use convrnn_serve::config::ServeArgs;
 
 /// The fake backend with `startup` to build a session and `delay` per batch.
@@ -503,4 +503,152 @@ async fn several_sessions_share_the_work() {
         workers,
         std::collections::HashSet::from(["cpu#0".to_string(), "cpu#1".to_string()])
     );
+}
+
+#[tokio::test]
+async fn sigterm_under_load_answers_every_admitted_request() {
+    // Two workers, 40 ms a batch of up to 4: 48 requests keep them busy for ~250 ms.
+    let mut h = TestServer::fake(
+        Fake {
+            delay: Duration::from_millis(40),
+            sessions: 2,
+            ..Fake::default()
+        },
+        |a| {
+            a.max_batch_size = 4;
+            a.drain_delay_ms = 300;
+            a.drain_timeout_ms = 5_000;
+        },
+    )
+    .await;
+    h.wait_ready().await;
+    let load: Vec<_> = (0..48)
+        .map(|_| tokio::spawn(h.classify_png().send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let signalled = std::time::Instant::now();
+    let server = h.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(h.ready_status().await, 503, "readiness fails at once");
+    // Sent during the drain delay, on a new connection: still served (the listener stays open
+    // so load balancers can catch up) or refused with 503, never lost.
+    let late = reqwest::Client::new()
+        .post(h.url(&format!("/v1/models/{MODEL}/classify")))
+        .header("content-type", "image/png")
+        .body(png(16, 16, 2))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(late == 200 || late == 503, "{late}");
+    let (mut ok, mut other) = (0, vec![]);
+    for r in load {
+        match r.await.unwrap() {
+            Ok(r) if r.status() == 200 => ok += 1,
+            Ok(r) => other.push(r.status().to_string()),
+            Err(e) => other.push(e.to_string()),
+        }
+    }
+    assert_eq!(ok, 48, "lost or failed: {other:?}");
+    let finished = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server exits after the drain");
+    assert!(finished.unwrap().is_ok());
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_millis(300 + 5_000),
+        "exit within the grace period (drain delay + drain timeout): {took:?}"
+    );
+}
+
+/// Serves with one worker whose fake sessions take `startup` to build; returns once ready.
+async fn start_faulty(startup: Duration, faults: &Faults) -> TestServer {
+    let h = TestServer::fake(
+        Fake {
+            startup,
+            delay: Duration::from_millis(20),
+            faults: faults.clone(),
+            ..Fake::default()
+        },
+        |_| {},
+    )
+    .await;
+    h.wait_ready().await;
+    h
+}
+
+#[tokio::test]
+async fn a_failed_session_run_answers_500_backend_and_the_worker_carries_on() {
+    let faults = Faults::default();
+    let h = start_faulty(Duration::ZERO, &faults).await;
+    faults.arm(Fault::Error);
+    let r = h.classify_png().send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "backend", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("injected failure"),
+        "{body}"
+    );
+    assert_eq!(h.classify_png().send().await.unwrap().status(), 200);
+    assert_eq!(
+        h.ready_status().await,
+        200,
+        "an error is no reason to restart"
+    );
+    assert_eq!(faults.sessions_built(), 1);
+    let metrics = h.metrics().await;
+    for series in [
+        r#"convrnn_request_failures_total{model="tiny_convrnn",reason="backend"} 1"#,
+        r#"convrnn_batch_failures_total{device="cpu",model="tiny_convrnn"} 1"#,
+        r#"convrnn_worker_restarts_total{device="cpu",model="tiny_convrnn"} 0"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_session_run_is_answered_and_the_worker_restarts_with_a_fresh_session() {
+    let faults = Faults::default();
+    // Building a session takes 600 ms: long enough to see the restart from outside.
+    let h = start_faulty(Duration::from_millis(600), &faults).await;
+    assert_eq!(faults.sessions_built(), 1);
+    faults.arm(Fault::Panic);
+    let r = tokio::time::timeout(Duration::from_secs(5), h.classify_png().send())
+        .await
+        .expect("the batch a panic hit is answered, not left hanging")
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "backend", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("injected panic"),
+        "{body}"
+    );
+    assert_eq!(
+        h.ready_status().await,
+        503,
+        "not ready while the model's only worker rebuilds its session"
+    );
+    let model: serde_json::Value = h
+        .get(&format!("/v1/models/{MODEL}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(model["ready"], false, "{model}");
+    // A request that arrives meanwhile waits in the queue for the fresh session.
+    let waiting = h.classify_png().send().await.unwrap();
+    assert_eq!(waiting.status(), 200);
+    h.wait_ready().await;
+    assert_eq!(faults.sessions_built(), 2, "a fresh session was built");
+    let metrics = h.metrics().await;
+    for series in [
+        r#"convrnn_worker_restarts_total{device="cpu",model="tiny_convrnn"} 1"#,
+        r#"convrnn_batch_failures_total{device="cpu",model="tiny_convrnn"} 1"#,
+        r#"convrnn_request_failures_total{model="tiny_convrnn",reason="backend"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+    assert_eq!(h.classify_png().send().await.unwrap().status(), 200);
 }

@@ -9,6 +9,8 @@ and its children) during each run, and appends one JSON line per run to --out.
         --concurrency 1,8,32,128 --cases classify:model.jpg,classify:model.png,...
     python benches/suite/load.py python --model models/rgc_fmnist.onnx --out r.jsonl --concurrency 32
     python benches/suite/load.py overload --model ... --connections 2048 --seconds 120 --queue-capacity 64
+    python benches/suite/load.py overload --bin target/debug/convrnn-serve --model ... --saturate 8 \
+        --connections 240 --seconds 60 --queue-capacity 8   # docs/reliability.md, "Faults"
     python benches/suite/load.py paired --against raw --raw-dir bench-results/<run> --model ... \
         --concurrency 128 --rounds 6 --seconds 8
     python benches/suite/load.py paired --against python --model ... --concurrency 32 --rounds 6
@@ -156,10 +158,10 @@ def stop(proc: subprocess.Popen):
             proc.wait()
 
 
-def start_rust(model: str, port: int, flags: list[str], log: str):
+def start_rust(model: str, port: int, flags: list[str], log: str, binary: str = BIN):
     mdir = tempfile.mkdtemp(prefix="bench-models-")
     os.symlink(os.path.abspath(model), os.path.join(mdir, os.path.basename(model)))
-    cmd = [BIN, "serve", "--model-dir", mdir, "--listen", f"127.0.0.1:{port}", "--devices", "cpu",
+    cmd = [binary, "serve", "--model-dir", mdir, "--listen", f"127.0.0.1:{port}", "--devices", "cpu",
            *flags]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True, env={**os.environ, "RUST_LOG": "warn"})
@@ -268,6 +270,11 @@ def main():
     # overload
     ap.add_argument("--connections", type=int, default=2048)
     ap.add_argument("--overload-case", default="classify:camera.jpg")
+    ap.add_argument("--saturate", type=int, default=0,
+                    help="first measure the saturated rate with this many connections for "
+                         "--saturate-seconds, and report the overload's offered rate against it")
+    ap.add_argument("--saturate-seconds", type=float, default=10)
+    ap.add_argument("--bin", default=BIN, help="the server binary (default: the release build)")
     # paired
     ap.add_argument("--against", choices=["raw", "raw-latency", "python", "python-pruned"],
                     default="raw",
@@ -286,7 +293,7 @@ def main():
     if args.server == "paired":
         return paired(args, meta, base, log)
     if args.server in ("rust", "overload"):
-        proc, cmd, mdir = start_rust(args.model, args.port, rust_flags(args), log)
+        proc, cmd, mdir = start_rust(args.model, args.port, rust_flags(args), log, args.bin)
         extra = {"server_cmd": " ".join(cmd[1:]).replace(mdir, "<dir with the model>"),
                  "tag": args.tag}
     else:
@@ -426,20 +433,71 @@ def overload(args, base: str, pid: int, meta: dict, extra: dict):
     url = f"{base}/v1/models/{meta['name']}/{suffix}{query}"
     body, ctype = image_file(args.images, img, meta["input"]["height"])
     post_once(url, body, ctype, accept)
+    saturated = None
+    if args.saturate:
+        saturated = run_wrk(url, body, ctype, accept, args.saturate, args.saturate_seconds,
+                            args.wrk_timeout, count_429=True)
+    before = queue_wait_buckets(base, meta["name"])
     idle = rss_kib(pid)
     sampler = Sampler(pid)
     sampler.start()
     r = run_wrk(url, body, ctype, accept, args.connections, args.seconds, args.wrk_timeout,
                 threads=2, count_429=True)
+    stopped = time.monotonic()
+    # Full service again: the first request after the load that is answered 200.
+    while True:
+        try:
+            post_once(url, body, ctype, accept)
+            break
+        except Exception:  # noqa: BLE001  (a 429 from the queue the load left behind)
+            time.sleep(0.02)
+    recovered_s = time.monotonic() - stopped
     samples = sampler.stop()
     after = rss_kib(pid)
+    delta = {le: n - before.get(le, 0) for le, n in queue_wait_buckets(base, meta["name"]).items()}
+    half = [s_[1] for s_ in samples[len(samples) // 2:]] or [0]
     rec = {"server": "overload", "model": meta["name"], "case": args.overload_case,
            "endpoint": endpoint, "image": img, "conns": args.connections,
            "queue_capacity": args.queue_capacity, "body_bytes": os.path.getsize(body), **r,
+           "other_errors": r["non2xx"] - r["status429"],
+           "conn_errors": r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"],
+           "saturated_ok_rps": saturated and saturated["ok_rps"],
+           "offered_x_saturated": saturated and round(r["rps"] / max(saturated["ok_rps"], 1e-9), 1),
+           "accepted_queue_wait_p99_le_s": percentile_bucket(delta, 0.99),
+           "recovered_s": round(recovered_s, 3),
            "rss_idle_mib": round(idle / 1024, 1), "rss_after_mib": round(after / 1024, 1),
-           "rss_max_mib": round(max(s[1] for s in samples) / 1024, 1),
+           "rss_max_mib": round(max(s_[1] for s_ in samples) / 1024, 1),
+           "rss_second_half_min_max_mib": [round(min(half) / 1024, 1), round(max(half) / 1024, 1)],
            "rss_samples": samples, **extra}
     emit(args.out, rec)
+    keys = ("saturated_ok_rps", "offered_x_saturated", "status429", "other_errors", "conn_errors",
+            "accepted_queue_wait_p99_le_s", "recovered_s", "rss_idle_mib",
+            "rss_second_half_min_max_mib")
+    print("  ".join(f"{k}={rec.get(k)}" for k in keys), flush=True)
+
+
+def queue_wait_buckets(base: str, model: str) -> dict:
+    """The cumulative buckets of convrnn_queue_duration_seconds for `model`: how long accepted
+    items waited before their batch started."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("convrnn_queue_duration_seconds_bucket{") and f'model="{model}"' in line:
+            le = line.split('le="')[1].split('"')[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def percentile_bucket(cumulative: dict, q: float):
+    """The upper bound of the bucket that holds quantile `q` of a cumulative histogram."""
+    total = cumulative.get("+Inf", 0)
+    if not total:
+        return None
+    for le, n in sorted(cumulative.items(), key=lambda kv: float(kv[0])):
+        if n >= q * total:
+            return float(le)
+    return None
 
 
 if __name__ == "__main__":

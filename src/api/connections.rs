@@ -41,12 +41,13 @@ pub struct ConnectionLimits {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections to
-/// finish their requests (the caller bounds that wait).
+/// finish their requests (the caller bounds that wait). `metrics`: where to count connections
+/// (the API listener's; the admin listener's are not counted).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
@@ -86,19 +87,23 @@ pub async fn serve(
         let connection =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
-        let (open, timeouts) = (
-            metrics.http_connections.clone(),
-            metrics.http_header_timeouts.clone(),
-        );
-        open.inc();
+        let counters = metrics
+            .as_ref()
+            .map(|m| (m.http_connections.clone(), m.http_header_timeouts.clone()));
+        if let Some((open, _)) = &counters {
+            open.inc();
+        }
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                if e.is_timeout() {
+            let result = connection.await;
+            if let Some((open, timeouts)) = counters {
+                if result.as_ref().is_err_and(|e| e.is_timeout()) {
                     timeouts.inc();
                 }
+                open.dec();
+            }
+            if let Err(e) = result {
                 tracing::trace!(error = %e, "connection ended with an error");
             }
-            open.dec();
             drop(slot);
         });
     }

@@ -15,18 +15,24 @@ use crate::presentation::PresentationError;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"error": "layer \"conv9\" does not exist (layers: conv1, conv2, conv3)", "code": "unknown_layer"}))]
+#[schema(example = json!({"error": "layer \"conv9\" does not exist (layers: conv1, conv2, conv3)", "code": "unknown_layer", "request_id": "3f9a1c07b2d4-1a"}))]
 pub struct ErrorBody {
     /// What went wrong, for a person.
     pub error: String,
     /// A stable machine-readable code.
     pub code: String,
+    /// The request's id, as in its `x-request-id` header: quote it when reporting a problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{msg}")]
     BadRequest { code: &'static str, msg: String },
+    /// No API key, or not a valid one.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     NotFound(String, &'static str),
     #[error("{0}")]
@@ -46,6 +52,9 @@ pub enum ApiError {
     BodyTimeout(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A session run failed or panicked.
+    #[error("{0}")]
+    Backend(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -65,6 +74,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(..) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -74,13 +84,14 @@ impl ApiError {
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Backend(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { code, .. } => code,
+            ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_, code) => code,
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -90,6 +101,7 @@ impl ApiError {
             ApiError::Timeout(_) => "timeout",
             ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Backend(_) => "backend",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -109,7 +121,10 @@ impl ApiError {
         match self {
             ApiError::Overloaded { .. } => reason::OVERLOADED,
             ApiError::Timeout(_) => reason::TIMEOUT,
-            ApiError::Internal(_) | ApiError::Unavailable(_) => reason::BACKEND,
+            ApiError::Unauthorized(_) => reason::UNAUTHORIZED,
+            ApiError::Backend(_) | ApiError::Internal(_) | ApiError::Unavailable(_) => {
+                reason::BACKEND
+            }
             _ => reason::VALIDATION,
         }
     }
@@ -124,6 +139,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.to_string(),
             code: self.code().to_string(),
+            request_id: super::request_id::current(),
         };
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after() {
@@ -149,7 +165,7 @@ impl From<EngineError> for ApiError {
             EngineError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
             EngineError::Timeout => ApiError::Timeout(e.to_string()),
             EngineError::ShuttingDown => ApiError::Unavailable(e.to_string()),
-            EngineError::Backend(_) => ApiError::Internal(e.to_string()),
+            EngineError::Backend(_) => ApiError::Backend(e.to_string()),
         }
     }
 }
@@ -182,6 +198,7 @@ mod tests {
     fn every_variant_maps_to_its_status() {
         let table = [
             (ApiError::bad_request("x", "m"), 400),
+            (ApiError::Unauthorized("m".into()), 401),
             (ApiError::NotFound("m".into(), "model_not_found"), 404),
             (ApiError::MethodNotAllowed("m".into()), 405),
             (ApiError::UnsupportedMediaType("m".into()), 415),
@@ -197,6 +214,7 @@ mod tests {
             (ApiError::Timeout("m".into()), 504),
             (ApiError::BodyTimeout("m".into()), 408),
             (ApiError::Unavailable("m".into()), 503),
+            (ApiError::Backend("m".into()), 500),
             (ApiError::Internal("m".into()), 500),
         ];
         for (err, status) in table {

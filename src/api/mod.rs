@@ -2,6 +2,7 @@
 //! HTTP and the engine; nothing here runs a model.
 
 pub mod activations;
+pub mod auth;
 pub mod classify;
 pub mod connections;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod models;
 pub mod openapi;
 pub mod page;
 pub mod preprocess;
+pub mod request_id;
 pub mod selection;
 pub mod v2;
 
@@ -47,6 +49,32 @@ pub struct AppState {
     /// unbounded, every open connection could hold a blocking thread and a full-size image.
     pub decode_permits: Arc<tokio::sync::Semaphore>,
     pub limits: Arc<Limits>,
+    /// API keys `/v1` and `/v2` require; `None`: open to every client.
+    pub keys: Option<Arc<auth::ApiKeys>>,
+    /// Health and metrics have a listener of their own (`--admin-listen`): `/metrics` is served
+    /// there only (health stays on both: KServe clients probe `/v2/health/*` on the API port).
+    pub admin_listener: bool,
+}
+
+/// The probes, on the API listener and on the admin one.
+fn probes() -> Router<AppState> {
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/v2/health/live", get(v2::server_live))
+        .route("/v2/health/ready", get(v2::server_ready))
+}
+
+/// What `--admin-listen` serves: health and metrics, never behind the API's connection cap or
+/// its API keys.
+pub fn admin_router(state: AppState) -> Router {
+    probes()
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn(request_id::middleware))
+        .with_state(state)
 }
 
 /// The whole HTTP surface.
@@ -69,21 +97,31 @@ pub fn router(state: AppState) -> Router {
             "/v1/models/{model}/preprocess",
             post(preprocess::preprocess),
         )
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(metrics_text))
         .route(
             "/openapi.json",
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], spec) }),
         )
+        .merge(probes())
         .merge(v2::router())
         .merge(page::router());
+    let v1 = if state.admin_listener {
+        v1
+    } else {
+        v1.route("/metrics", get(metrics_text))
+    };
     v1.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/docs/openapi.json", doc))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside `track`, so refused requests are counted like any other.
+        .route_layer(middleware::from_fn_with_state(
+            state.keys.clone(),
+            auth::middleware,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::map_response(close_after_refusal))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        // Outermost, so every answer carries the id, refusals and 404s included.
+        .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)
 }
 
@@ -93,11 +131,15 @@ pub fn router(state: AppState) -> Router {
 /// camera-size uploads grows memory with the open connections (docs/performance.md, "Memory").
 /// Closing drops the buffer and the unread body with it. Every
 /// 429 closes, also the rarer one from a full queue after the body was read: a client told to
-/// back off reconnects when it retries. A 408 (body not sent in time) leaves the rest unread.
+/// back off reconnects when it retries. A 408 (body not sent in time) and a 401 (no valid API
+/// key) leave the body unread too.
 async fn close_after_refusal(mut response: Response) -> Response {
     if matches!(
         response.status(),
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::UNAUTHORIZED
     ) {
         response
             .headers_mut()

@@ -45,6 +45,19 @@ pub struct ModelDescription {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelList {
     pub models: Vec<ModelDescription>,
+    /// Model files that could not be loaded (only with `--skip-broken-models`; without it the
+    /// server does not start), with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableModel>,
+}
+
+/// A model file in the model directory that is not served.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnavailableModel {
+    #[schema(example = "models/broken.onnx")]
+    pub file: String,
+    #[schema(example = "models/broken.onnx: no \"convrnn\" metadata entry")]
+    pub error: String,
 }
 
 pub fn describe(entry: &ModelEntry) -> ModelDescription {
@@ -73,6 +86,15 @@ pub fn describe(entry: &ModelEntry) -> ModelDescription {
 pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
         models: state.engine.models().map(describe).collect(),
+        unavailable: state
+            .engine
+            .unavailable()
+            .iter()
+            .map(|u| UnavailableModel {
+                file: u.file.clone(),
+                error: u.error.clone(),
+            })
+            .collect(),
     })
 }
 

@@ -13,6 +13,9 @@ use utoipa::OpenApi;
 
 use super::{activations, classify, error, health, input, models, preprocess, selection};
 
+/// What a request id the server made looks like.
+const EXAMPLE_REQUEST_ID: &str = "3f9a1c07b2d4-1a";
+
 /// A real 2x2 PNG, base64: the examples of image inputs decode.
 pub const EXAMPLE_PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR42mM8oRHFwMDAxMDAwMDAAAAQEAFO7kM9dwAAAABJRU5ErkJggg==";
 
@@ -41,7 +44,10 @@ fn openapi_json() {}
         title = "convrnn-serve",
         description = "Serve ConvRNN models of the primate visual system: classification with the \
             time course of the decision, and time-resolved layer activations (`/v1`); the KServe \
-            Open Inference Protocol v2 (`/v2`) for KServe and Triton clients. Interactive docs at \
+            Open Inference Protocol v2 (`/v2`) for KServe and Triton clients. Every answer \
+            carries an `x-request-id` header (the client's own, if valid), which error bodies \
+            repeat. A server started with API keys lets `/v1` and `/v2` (but the health probes) \
+            in only with `Authorization: Bearer <key>`. Interactive docs at \
             `/docs`.",
         license(name = "MIT OR Apache-2.0")
     ),
@@ -60,6 +66,7 @@ fn openapi_json() {}
         error::ErrorBody,
         input::JsonImages,
         models::ModelList,
+        models::UnavailableModel,
         models::ModelDescription,
         classify::ClassifyResponse,
         classify::ClassifyResult,
@@ -83,8 +90,71 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(super::v2::docs::V2Doc::openapi());
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    add_security(&mut doc);
     add_examples(&mut doc);
     doc
+}
+
+/// Name of the bearer security scheme in the document.
+pub const SECURITY_SCHEME: &str = "api_key";
+
+/// Declares the optional API keys: the bearer scheme, on every operation that needs a key when
+/// keys are configured, next to an empty requirement (no key) for servers started without
+/// them, and the 401 those operations then answer.
+fn add_security(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::security::SecurityScheme;
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement};
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            SECURITY_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key, when the server is started with --api-key-file or \
+                         CONVRNN_API_KEYS: `Authorization: Bearer <key>`. Without keys \
+                         configured every client is let in.",
+                    ))
+                    .build(),
+            ),
+        );
+    for (path, op) in operations(doc) {
+        if !super::auth::protects(&path) {
+            continue;
+        }
+        op.security = Some(vec![
+            SecurityRequirement::new(SECURITY_SCHEME, Vec::<String>::new()),
+            SecurityRequirement::default(),
+        ]);
+        let body = if path.starts_with("/v2") {
+            "V2ErrorBody"
+        } else {
+            "ErrorBody"
+        };
+        let response = ResponseBuilder::new()
+            .description("No API key, or not a valid one (only when keys are configured)")
+            .header(
+                "WWW-Authenticate",
+                HeaderBuilder::new()
+                    .schema(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::String),
+                    )
+                    .description(Some(r#"Bearer realm="convrnn-serve""#))
+                    .build(),
+            )
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(body)))
+                    .build(),
+            )
+            .build();
+        op.responses.responses.insert("401".into(), response.into());
+    }
 }
 
 fn model_example() -> Value {
@@ -116,6 +186,10 @@ fn v1_error_example(status: &str) -> Option<Value> {
             "layer \"conv9\" does not exist (layers: conv1, conv2, conv3)",
             "unknown_layer",
         ),
+        "401" => (
+            "an API key is required: send Authorization: Bearer <key>",
+            "unauthorized",
+        ),
         "404" => (
             "model \"x\" is not served here (models: rgc_fmnist)",
             "model_not_found",
@@ -141,15 +215,20 @@ fn v1_error_example(status: &str) -> Option<Value> {
             "the queue of model \"rgc_fmnist\" is full (256 images); retry in 3 s",
             "overloaded",
         ),
+        "500" => (
+            "inference failed: the session panicked (...); its worker is restarting",
+            "backend",
+        ),
         "503" => ("the server is shutting down", "unavailable"),
         "504" => ("the request did not finish before its deadline", "timeout"),
         _ => return None,
     };
-    Some(json!({"error": error, "code": code}))
+    Some(json!({"error": error, "code": code, "request_id": EXAMPLE_REQUEST_ID}))
 }
 
 fn v2_error_example(status: &str) -> Option<Value> {
     let error = match status {
+        "401" => "an API key is required: send Authorization: Bearer <key>",
         "400" => "input \"frames\" has shape [1, 5, 3, 32, 32]; the model takes [n, 8, 3, 32, 32]",
         "404" => "model \"x\" is not served here (models: rgc_fmnist)",
         "408" => "the request body did not arrive within 30000 ms (--request-timeout-ms)",
@@ -159,7 +238,7 @@ fn v2_error_example(status: &str) -> Option<Value> {
         "504" => "the request did not finish before its deadline",
         _ => return None,
     };
-    Some(json!({ "error": error }))
+    Some(json!({ "error": error, "request_id": EXAMPLE_REQUEST_ID }))
 }
 
 fn refers_to(content: &utoipa::openapi::content::Content, schema: &str) -> bool {

@@ -88,6 +88,12 @@ pub fn init_runtime(
     if let Some(p) = LIBRARY_PATH.get() {
         return Ok(p.clone());
     }
+    if let Some(p) = explicit.filter(|p| !p.is_file()) {
+        return Err(BackendError::Library(format!(
+            "--ort-library {}: no such file",
+            p.display()
+        )));
+    }
     let candidates = match explicit {
         Some(p) => vec![p.to_path_buf()],
         None => candidate_library_paths(),

@@ -59,6 +59,11 @@ impl AllCoresSession {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(backend);
     }
 
+    /// Drops the session (after it panicked); later batches run on the workers' own sessions.
+    pub fn remove(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
     /// The session, if there is one and no other worker holds it.
     pub fn try_borrow(&self) -> Option<MutexGuard<'_, Option<Box<dyn Backend>>>> {
         let guard = match self.0.try_lock() {

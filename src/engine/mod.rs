@@ -117,6 +117,13 @@ impl ModelEntry {
     }
 }
 
+/// A model file that could not be loaded (`--skip-broken-models`), listed with its error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    pub file: String,
+    pub error: String,
+}
+
 /// A request's place within its model's admission bound ([`Engine::admit`]); released on drop.
 #[derive(Debug)]
 pub struct Admission {
@@ -125,6 +132,7 @@ pub struct Admission {
 
 pub struct Engine {
     models: BTreeMap<String, ModelEntry>,
+    unavailable: Vec<Unavailable>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
@@ -191,6 +199,12 @@ impl Engine {
                 .with_label_values(&[info.name()])
                 .set(config.queue_capacity as i64);
             metrics.queue_depth.with_label_values(&[info.name()]).set(0);
+            for device in &config.devices {
+                // Present from the start, so "never" reads 0 rather than absent.
+                let labels = [info.name(), &device.to_string()];
+                metrics.worker_restarts.with_label_values(&labels).inc_by(0);
+                metrics.batch_failures.with_label_values(&labels).inc_by(0);
+            }
             if config.cpu_adaptive && config.devices.contains(&Device::Cpu) {
                 // Present from the start, so "never lent" reads 0 rather than absent.
                 metrics
@@ -214,11 +228,22 @@ impl Engine {
         }
         Ok(Self {
             models,
+            unavailable: Vec::new(),
             config,
             metrics,
             draining: AtomicBool::new(false),
             threads: Mutex::new(threads),
         })
+    }
+
+    /// Lists model files that could not be loaded, for `/v1/models`.
+    pub fn with_unavailable(mut self, unavailable: Vec<Unavailable>) -> Self {
+        self.unavailable = unavailable;
+        self
+    }
+
+    pub fn unavailable(&self) -> &[Unavailable] {
+        &self.unavailable
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -313,7 +338,11 @@ impl Engine {
         let wait = async {
             let mut results = Vec::with_capacity(receivers.len());
             for rx in receivers {
-                results.push(rx.await.map_err(|_| EngineError::ShuttingDown)??);
+                // Workers answer every item they take, also when a run panics; a dropped
+                // sender means a worker died in our own code between taking and answering.
+                results.push(rx.await.map_err(|_| {
+                    EngineError::Backend("the worker stopped without answering".into())
+                })??);
             }
             Ok(results)
         };

@@ -86,6 +86,10 @@ impl BatchQueue {
         Ok(())
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Stops admitting; workers drain what is queued and then see `None`.
     pub fn close(&self) {
         self.lock().closed = true;

@@ -1,6 +1,12 @@
 //! A device worker: one OS thread that owns one backend session, warms it up, then pulls
 //! batches from its model's queue until the queue closes.
+//!
+//! A session run that returns an error fails that batch's requests and the worker carries on. A
+//! panic (in the runtime or in our own code) is caught: the batch it hit is answered with an
+//! error, the worker counts as not ready (so `/health/ready` says so), drops the session and
+//! builds and warms a fresh one, retrying with a backoff until it succeeds or the queue closes.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,9 +134,80 @@ pub(crate) fn spawn(
                 max_batch = config.max_batch,
                 "worker ready"
             );
-            run_loop(backend.as_mut(), &info, &queue, &metrics, &config);
+            let restarts = metrics
+                .worker_restarts
+                .with_label_values(&[info.name(), &device.to_string()]);
+            let mut backend = Some(backend);
+            while let Some(mut session) = backend.take() {
+                let exit = panic::catch_unwind(AssertUnwindSafe(|| {
+                    run_loop(session.as_mut(), &info, &queue, &status, &metrics, &config)
+                }))
+                .unwrap_or_else(|payload| {
+                    tracing::error!(worker = %name, panic = %panic_message(&*payload), "worker panicked");
+                    status.ready.fetch_sub(1, Ordering::SeqCst);
+                    Exit::Panicked
+                });
+                if exit == Exit::Closed {
+                    break;
+                }
+                restarts.inc();
+                // The runtime may have been left in any state; its destructor may panic too.
+                if panic::catch_unwind(AssertUnwindSafe(move || drop(session))).is_err() {
+                    tracing::warn!(worker = %name, "dropping the panicked session panicked");
+                }
+                backend = rebuild(&name, &factory, &info, device, &queue, &config);
+                if backend.is_some() {
+                    status.ready.fetch_add(1, Ordering::SeqCst);
+                    tracing::info!(worker = %name, "worker restarted with a fresh session");
+                }
+            }
             tracing::info!(worker = %name, "worker stopped");
         })
+}
+
+/// Why a worker's run loop returned.
+#[derive(Debug, PartialEq, Eq)]
+enum Exit {
+    /// The queue closed and is empty: the engine is shutting down.
+    Closed,
+    /// A panic: the session must be replaced (the worker no longer counts as ready).
+    Panicked,
+}
+
+/// The text of a panic's payload (`panic!` with a message gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Builds and warms a fresh session after a panic, retrying with a growing pause (a device that
+/// has just failed may need time); `None` once the queue has closed (shutdown).
+fn rebuild(
+    name: &str,
+    factory: &BackendFactory,
+    info: &ModelInfo,
+    device: Device,
+    queue: &BatchQueue,
+    config: &WorkerConfig,
+) -> Option<Box<dyn Backend>> {
+    let mut pause = Duration::from_millis(100);
+    while !queue.is_closed() {
+        let built = panic::catch_unwind(AssertUnwindSafe(|| {
+            build_warm(factory, info, device, Width::Share, config.max_batch, None)
+        }));
+        let error = match built {
+            Ok(Ok((backend, _))) => return Some(backend),
+            Ok(Err(e)) => e.to_string(),
+            Err(payload) => format!("panicked: {}", panic_message(&*payload)),
+        };
+        tracing::error!(worker = %name, error = %error, retry_in_ms = pause.as_millis() as u64, "rebuilding the session failed");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+    None
 }
 
 /// Runs a single item and then the largest batch the worker will run, for every output and for
@@ -276,13 +353,16 @@ fn fail_all(queue: &BatchQueue, config: &WorkerConfig, msg: &str) {
     }
 }
 
+/// Runs batches until the queue closes, or until a session run panics: that batch is answered
+/// with an error and the caller replaces the session.
 fn run_loop(
     backend: &mut dyn Backend,
     info: &ModelInfo,
     queue: &BatchQueue,
+    status: &WorkerStatus,
     metrics: &Metrics,
     config: &WorkerConfig,
-) {
+) -> Exit {
     let m = &info.metadata;
     let frame_len = m.frame_len();
     let movie_len = m.time.steps * frame_len;
@@ -309,7 +389,8 @@ fn run_loop(
         }
         let outputs = union_of_outputs(&batch);
         let started = Instant::now();
-        let result = match &config.adaptive {
+        let mut on_all_cores = false;
+        let run = panic::catch_unwind(AssertUnwindSafe(|| match &config.adaptive {
             None => backend.run(&frames, n, &outputs),
             Some(adaptive) => {
                 let run = adaptive.runs.start();
@@ -323,10 +404,35 @@ fn run_loop(
                             .cpu_all_cores_batches
                             .with_label_values(&[model])
                             .inc();
+                        on_all_cores = true;
                         session.run(&frames, n, &outputs)
                     }
                     None => backend.run(&frames, n, &outputs),
                 }
+            }
+        }));
+        let result = match run {
+            Ok(result) => result,
+            Err(payload) => {
+                let msg = panic_message(&*payload);
+                tracing::error!(model, device, panic = %msg, on_all_cores, "session run panicked; restarting the worker");
+                metrics
+                    .batch_failures
+                    .with_label_values(&[model, &device])
+                    .inc();
+                // Not ready before the answers go out, so a client that reads readiness next
+                // sees the restart.
+                status.ready.fetch_sub(1, Ordering::SeqCst);
+                if let (true, Some(adaptive)) = (on_all_cores, &config.adaptive) {
+                    // Shared by the model's workers: nobody borrows a session in that state.
+                    adaptive.session.remove();
+                }
+                for item in batch {
+                    let _ = item.reply.send(Err(EngineError::Backend(format!(
+                        "the session panicked ({msg}); its worker is restarting"
+                    ))));
+                }
+                return Exit::Panicked;
             }
         };
         let inference_secs = started.elapsed().as_secs_f64();
@@ -370,12 +476,17 @@ fn run_loop(
             }
             Err(e) => {
                 tracing::error!(model, device, error = %e, "batch failed");
+                metrics
+                    .batch_failures
+                    .with_label_values(&[model, &device])
+                    .inc();
                 for item in batch {
                     let _ = item.reply.send(Err(EngineError::Backend(e.to_string())));
                 }
             }
         }
     }
+    Exit::Closed
 }
 
 /// The outputs a batch must compute: every output any of its items asked for, logits first.

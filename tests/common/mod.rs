@@ -37,13 +37,15 @@ pub fn test_args(configure: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
 
 pub struct TestServer {
     pub base: String,
+    /// The admin listener's base URL, when started with one ([`TestServer::start_with_admin`]).
+    pub admin: Option<String>,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// A fake backend's timings and the engine's layout ([`TestServer::fake`]).
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 pub struct Fake {
     /// How long building a session takes.
     pub startup: Duration,
@@ -52,12 +54,42 @@ pub struct Fake {
     /// Per batch, on the all-cores session (`--cpu-thread-pool adaptive`); None: not adaptive.
     pub all_cores_delay: Option<Duration>,
     pub sessions: usize,
+    /// Faults a test arms, and how many sessions were built.
+    pub faults: Faults,
+}
+
+/// A fault the next run of any fake session injects, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The run returns an error.
+    Error,
+    /// The run panics.
+    Panic,
+}
+
+/// Faults armed by a test and the sessions the factory built, shared with every fake session.
+#[derive(Default, Clone)]
+pub struct Faults {
+    next: Arc<std::sync::Mutex<Option<Fault>>>,
+    sessions_built: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Faults {
+    pub fn arm(&self, fault: Fault) {
+        *self.next.lock().unwrap() = Some(fault);
+    }
+
+    pub fn sessions_built(&self) -> usize {
+        self.sessions_built
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Answers zeros of the right shapes after sleeping `delay` per batch.
 struct FakeBackend {
     info: ModelInfo,
     delay: Duration,
+    faults: Faults,
 }
 
 impl Backend for FakeBackend {
@@ -68,6 +100,12 @@ impl Backend for FakeBackend {
         outputs: &[String],
     ) -> Result<Vec<OutputTensor>, BackendError> {
         std::thread::sleep(self.delay);
+        let fault = self.faults.next.lock().unwrap().take();
+        match fault {
+            Some(Fault::Error) => return Err(BackendError::Run("injected failure".into())),
+            Some(Fault::Panic) => panic!("injected panic"),
+            None => {}
+        }
         Ok(outputs
             .iter()
             .map(|name| {
@@ -97,14 +135,42 @@ impl TestServer {
     }
 
     pub async fn start_unready(configure: impl FnOnce(&mut ServeArgs)) -> Self {
-        let args = test_args(configure);
+        Self::start_on(false, configure).await
+    }
+
+    /// As [`TestServer::start`], with health and metrics on a second listener
+    /// (`--admin-listen`), whose base URL is `admin`.
+    pub async fn start_with_admin(configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        let server = Self::start_on(true, configure).await;
+        server.wait_ready().await;
+        server
+    }
+
+    async fn start_on(with_admin: bool, configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        let mut args = test_args(configure);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let admin = if with_admin {
+            let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            args.admin_listen = Some(admin.local_addr().unwrap());
+            Some(admin)
+        } else {
+            None
+        };
+        let admin_base = admin
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()));
+        let listeners = convrnn_serve::Listeners {
+            api: listener,
+            admin,
+        };
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(convrnn_serve::run(listener, args, async move {
+        let handle = tokio::spawn(convrnn_serve::run(listeners, args, async move {
             let _ = rx.await;
         }));
-        Self::new(base, tx, handle)
+        let mut server = Self::new(base, tx, handle);
+        server.admin = admin_base;
+        server
     }
 
     /// Serves the fixture's description with a fake backend (`fake`'s timings) behind the real
@@ -116,6 +182,7 @@ impl TestServer {
             delay,
             all_cores_delay,
             sessions,
+            faults,
         } = fake;
         init_runtime(None, Default::default()).unwrap();
         let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
@@ -127,7 +194,11 @@ impl TestServer {
         });
         let factory: BackendFactory = Arc::new(move |info: &ModelInfo, _device, width| {
             std::thread::sleep(startup);
+            faults
+                .sessions_built
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(Box::new(FakeBackend {
+                faults: faults.clone(),
                 info: info.clone(),
                 delay: match width {
                     Width::Share => delay,
@@ -176,6 +247,7 @@ impl TestServer {
     ) -> Self {
         Self {
             base,
+            admin: None,
             client: reqwest::Client::new(),
             shutdown: Some(shutdown),
             handle: Some(handle),
@@ -200,21 +272,34 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "{}{}",
+            self.admin.as_ref().expect("an admin listener"),
+            path
+        )
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.expect("GET")
     }
 
-    /// `/health/ready`'s status; 0 while the listener does not answer yet.
+    /// `/health/ready`'s status (on the admin listener if there is one); 0 while the listener
+    /// does not answer yet.
     pub async fn ready_status(&self) -> u16 {
-        match self.client.get(self.url("/health/ready")).send().await {
+        let url = format!("{}/health/ready", self.admin.as_ref().unwrap_or(&self.base));
+        match self.client.get(url).send().await {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         }
     }
 
-    /// The Prometheus text at `/metrics`.
+    /// The Prometheus text at `/metrics` (on the admin listener if there is one).
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.unwrap()
+        let url = format!("{}/metrics", self.admin.as_ref().unwrap_or(&self.base));
+        let r = self.client.get(url).send().await.expect("GET /metrics");
+        r.text().await.unwrap()
     }
 
     /// `POST path` with `body` as a raw body of type `content_type`, not yet sent.

@@ -1,5 +1,5 @@
-//! KServe v2 errors: the protocol's body is `{"error": "..."}` and nothing else, so v2 has its
-//! own error type (the `/v1` one adds a `code`). Failures still carry their reason to the
+//! KServe v2 errors: the protocol's body is `{"error": "..."}`, so v2 has its own error type
+//! (the `/v1` one adds a `code`); both add the `request_id`. Failures still carry their reason to the
 //! metrics middleware.
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -17,6 +17,9 @@ use crate::metrics::reason;
 #[schema(example = json!({"error": "input \"frames\" has shape [1, 5, 3, 32, 32]; the model takes [n, 8, 3, 32, 32]"}))]
 pub struct V2ErrorBody {
     pub error: String,
+    /// The request's id, as in its `x-request-id` header (an addition to the protocol's body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +57,7 @@ impl V2Error {
         match self.status {
             StatusCode::TOO_MANY_REQUESTS => reason::OVERLOADED,
             StatusCode::GATEWAY_TIMEOUT => reason::TIMEOUT,
+            StatusCode::UNAUTHORIZED => reason::UNAUTHORIZED,
             s if s.is_server_error() => reason::BACKEND,
             _ => reason::VALIDATION,
         }
@@ -76,6 +80,7 @@ impl IntoResponse for V2Error {
             self.status,
             Json(V2ErrorBody {
                 error: self.message,
+                request_id: crate::api::request_id::current(),
             }),
         )
             .into_response();

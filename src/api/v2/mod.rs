@@ -43,12 +43,11 @@ pub const IMAGES_INPUT: &str = "images";
 /// Protocol extensions this server implements.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
 
-/// The `/v2` routes (merged into the main router, which adds the body limit and metrics).
+/// The `/v2` routes but the health probes (merged into the main router, which adds those, the
+/// body limit and metrics).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v2", get(server_metadata))
-        .route("/v2/health/live", get(server_live))
-        .route("/v2/health/ready", get(server_ready))
         .route("/v2/models/{model}", get(model_metadata))
         .route("/v2/models/{model}/versions/{version}", get(model_metadata))
         .route("/v2/models/{model}/ready", get(model_ready))
@@ -71,11 +70,11 @@ async fn server_metadata() -> Json<ServerMetadata> {
     })
 }
 
-async fn server_live() -> StatusCode {
+pub(crate) async fn server_live() -> StatusCode {
     StatusCode::OK
 }
 
-async fn server_ready(State(state): State<AppState>) -> StatusCode {
+pub(crate) async fn server_ready(State(state): State<AppState>) -> StatusCode {
     if state.engine.is_ready() {
         StatusCode::OK
     } else {
