@@ -31,7 +31,7 @@ use std::time::Instant;
 use convrnn_serve::backend::ort::{
     init_runtime, inspect, OrtBackend, RuntimeOptions, SessionOptions,
 };
-use convrnn_serve::backend::{Backend, Device};
+use convrnn_serve::backend::Backend;
 use convrnn_serve::config::CpuThreadPool;
 use convrnn_serve::presentation::Presentation;
 
