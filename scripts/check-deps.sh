@@ -23,7 +23,7 @@ if [ "$(cat "$venv/.pins" 2>/dev/null || true)" != "$pin" ]; then
   printf '%s' "$pin" >"$venv/.pins"
 fi
 
-snapshot=${RUSTSEC_DB_SNAPSHOT:-$(ls -1 "$root"/../shared/data/rustsec-advisory-db-*.tar.gz 2>/dev/null | sort | tail -1 || true)}
+snapshot=${RUSTSEC_DB_SNAPSHOT:-$(find "$root/../shared/data" -maxdepth 1 -name 'rustsec-advisory-db-*.tar.gz' 2>/dev/null | sort | tail -1)}
 [ -n "$snapshot" ] && [ -f "$snapshot" ] || { log "no advisory database snapshot (set RUSTSEC_DB_SNAPSHOT)"; exit 1; }
 
 # Where cargo-deny looks for the clone of deny.toml's db-urls entry (its name is a hash of the URL).

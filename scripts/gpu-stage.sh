@@ -55,13 +55,13 @@ pack_dir() {
 fetch_ort() {  # the wheel's ORT libraries -> DIR
   local out=$1 wheel
   mkdir -p "$stage/dl"
-  wheel=$(ls "$stage"/dl/onnxruntime_gpu-"$ORT_VERSION"-*.whl 2>/dev/null | head -1 || true)
+  wheel=$(find "$stage/dl" -maxdepth 1 -name "onnxruntime_gpu-$ORT_VERSION-*.whl" | head -1)
   if [ -z "$wheel" ]; then
     log "downloading onnxruntime-gpu==$ORT_VERSION from PyPI"
     python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
       --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
       -d "$stage/dl" "onnxruntime-gpu==$ORT_VERSION"
-    wheel=$(ls "$stage"/dl/onnxruntime_gpu-"$ORT_VERSION"-*.whl | head -1)
+    wheel=$(find "$stage/dl" -maxdepth 1 -name "onnxruntime_gpu-$ORT_VERSION-*.whl" | head -1)
   fi
   log "wheel $(basename "$wheel"): $(size "$wheel") bytes"
   python3 - "$wheel" "$out" "$ORT_VERSION" <<'PY'
@@ -163,7 +163,7 @@ cmd_plan() {
 python_zstd_decoder() {  # make `import zstandard` work from the carried wheel, if it is not installed
   python3 -c 'import zstandard' 2>/dev/null && return 0
   local whl
-  whl=$(ls "$stage"/whl/zstandard-*.whl 2>/dev/null | head -1 || true)
+  whl=$(find "$stage/whl" -maxdepth 1 -name 'zstandard-*.whl' 2>/dev/null | head -1)
   [ -n "$whl" ] || return 1
   python3 -m pip install --quiet --no-index --no-deps --no-compile --target "$stage/pylib" "$whl" >&2 || return 1
   export PYTHONPATH="$root/$stage/pylib${PYTHONPATH:+:$PYTHONPATH}"
@@ -294,7 +294,7 @@ cmd_selftest() {
   mkdir -p "$there/stage"
   cp "$here/stage/SHA256SUMS" "$here/stage/VERSION" "$there/stage/"
   i=0
-  for f in $(awk '{print $2}' "$here/stage/SHA256SUMS" | grep '\.part[0-9][0-9]$'); do
+  while read -r f; do
     cp "$here/stage/$f" "$there/stage/$f"
     i=$((i + 1))
     local rc=0
@@ -306,7 +306,7 @@ cmd_selftest() {
       # The last call may fail only on the CUDA check (no GPU libraries here); the payload must be unpacked.
       grep -q 'unpacked into' "$t/log" || { cat "$t/log" >&2; die "selftest: the last call did not unpack"; }
     fi
-  done
+  done < <(awk '{print $2}' "$here/stage/SHA256SUMS" | grep '\.part[0-9][0-9]$')
   for f in "$here"/payload/ort/* "$here"/payload/bin/*; do
     cmp -s "$f" "$there/stage/$(basename "$(dirname "$f")")/$(basename "$f")" || die "selftest: $(basename "$f") differs after the round trip"
   done

@@ -19,7 +19,7 @@
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$root"
+cd "$root" || exit 1
 
 out="" device=cuda:0 quick=0
 while [ $# -gt 0 ]; do
