@@ -36,7 +36,7 @@ ZSTANDARD_PIN=zstandard==0.25.0
 log() { printf '[gpu-stage] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
-size() { stat -c %s "$1"; }
+size() { stat -L -c %s "$1"; }
 
 # ---- here ----------------------------------------------------------------------------------------------------
 
@@ -126,36 +126,53 @@ cmd_pack() {
   cmd_plan
 }
 
-# The files to carry, in the order they should go: the checksums and the decoder first.
+# The staged files: the checksums, the decoder wheel and every part.
 stage_files() {
-  printf '%s\n' "$stage/SHA256SUMS" "$stage/VERSION" "$stage"/whl/*.whl
-  awk '{print $2}' "$stage/SHA256SUMS" | grep '\.part[0-9][0-9]$' | sed "s|^|$stage/|"
+  printf '%s\n' "$stage/SHA256SUMS" "$stage/VERSION"
+  awk '{print $2}' "$stage/SHA256SUMS" | grep -E '^whl/|\.part[0-9][0-9]$' | sed "s|^|$stage/|"
 }
 
 cmd_plan() {
   [ -f "$stage/SHA256SUMS" ] || die "no $stage/SHA256SUMS: run '$0 pack' first"
-  local tree budget used=0 n=1 files=() f s
+  local tree budget
   # What travels anyway with every call: tracked files and untracked ones git does not ignore.
   tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
   budget=${GPU_STAGE_CALL_MIB:-$(awk -v t="$tree" 'BEGIN { printf "%d", 64 - t / 1048576 - 2 }')}
   log "working tree $(mib "$tree") MiB travels with every call; $budget MiB left per call for staged files"
-  echo "# Device calls, one after the other within the machine's 30 s warm window (docs/gpu.md)."
-  flush() {
-    [ ${#files[@]} -gt 0 ] || return 0
-    local carry
-    carry=$(printf '"%s",' "${files[@]}")
-    echo "call $n: carry=[${carry%,}] ($(mib "$used") MiB)"
-    echo "        command: scripts/gpu-stage.sh remote"
-    n=$((n + 1)); used=0; files=()
-  }
-  while read -r f; do
-    s=$(size "$f")
-    if [ ${#files[@]} -ge 8 ] || [ $((used + s)) -gt $((budget * 1048576)) ]; then flush; fi
-    files+=("$f"); used=$((used + s))
-  done < <(stage_files)
-  flush
-  echo "then:   command: scripts/gpu-stage.sh remote && . $stage/env.sh && benches/gpu/run.sh --out \$OUT"
-  echo "        (the last transfer call may run it directly: append the same '&& ...' to its command)"
+  # First-fit decreasing: as few calls as the sizes allow, at most 8 carried paths each; the call with the
+  # checksums goes first (the device side needs them to check what arrives).
+  local list
+  list=$(mktemp)
+  stage_files | while read -r f; do printf '%s %s\n' "$(size "$f")" "$f"; done >"$list"
+  python3 - "$budget" "$list" <<'PY'
+import sys
+budget = int(sys.argv[1]) * 1048576
+rows = [l.split(" ", 1) for l in open(sys.argv[2]).read().splitlines()]
+calls = []
+for size, path in sorted(rows, key=lambda x: -int(x[0])):
+    size = int(size)
+    if size > budget:
+        sys.exit(f"{path} ({size} bytes) does not fit one call: lower GPU_STAGE_PART_MIB")
+    for c in calls:
+        if c["used"] + size <= budget and len(c["files"]) < 8:
+            break
+    else:
+        c = {"used": 0, "files": []}
+        calls.append(c)
+    c["used"] += size
+    c["files"].append(path)
+calls.sort(key=lambda c: not any(p.endswith("/SHA256SUMS") for p in c["files"]))
+print("# Device calls, one after the other, each within the machine's 30 s warm window (docs/gpu.md).")
+for i, c in enumerate(calls, 1):
+    carry = ",".join('"%s"' % p for p in c["files"])
+    print("call %d: carry=[%s] (%.1f MiB)" % (i, carry, c["used"] / 1048576))
+    if i == len(calls):
+        cmd = "scripts/gpu-stage.sh remote && . .gpu-stage/env.sh && benches/gpu/run.sh --out $OUT"
+    else:
+        cmd = "scripts/gpu-stage.sh remote; test $? -eq 3  # 3: parts still to come"
+    print("        command: " + cmd)
+PY
+  rm -f "$list"
 }
 
 # ---- there ---------------------------------------------------------------------------------------------------
@@ -225,7 +242,11 @@ PY
 }
 
 cmd_remote() {
-  [ -f "$stage/SHA256SUMS" ] || die "no $stage/SHA256SUMS here: carry it in the first call"
+  if [ ! -f "$stage/SHA256SUMS" ]; then
+    log "no $stage/SHA256SUMS yet: it comes with one of the calls; nothing checked"
+    return 3
+  fi
+  [ -f "$stage/VERSION" ] || { log "no $stage/VERSION yet"; return 3; }
   # shellcheck disable=SC1090,SC1091
   . "$stage/VERSION"
   local rc=0

@@ -60,11 +60,13 @@ step() {  # step NAME TIMEOUT_S CMD...: skipped past the budget; a failure is re
 
 if [ "$quick" = 1 ]; then
   model=${MODEL:-models/rgc_fmnist.onnx}
+  # Sized to prove the steps work, on a loaded 2-core machine (importing PyTorch alone can take 40 s there).
   batches=1,2,4; secs=0.5; sessions_http=1; delays=0; http_secs=2; conns=8; procs=2; single=1; tf32_off=1,4
+  torch_batches=1,2; torch_limit=400
 else
   model=${MODEL:-models/build/rgc_intermediate.onnx}
   batches=1,2,4,8,16,32,64; secs=2; sessions_http=1,2; delays=0,2,5; http_secs=8; conns=256; procs=6; single=5
-  tf32_off=1,8,32
+  tf32_off=1,8,32; torch_batches=$batches; torch_limit=150
 fi
 
 # 1. The model, in a folder of its own (the server serves every *.onnx in its --model-dir).
@@ -84,7 +86,7 @@ step compare 240 "$PY" "${bench[@]}" compare --model "$model" --images "$([ $qui
 step "raw s1" 150 "$PY" "${bench[@]}" raw --model "$model" --sessions 1 --batches "$batches" --seconds "$secs"
 step "raw s2" 150 "$PY" "${bench[@]}" raw --model "$model" --sessions 2 --batches "$batches" --seconds "$secs"
 step "raw s1 tf32 off" 90 "$PY" "${bench[@]}" raw --model "$model" --sessions 1 --batches "$tf32_off" --seconds "$secs" --tf32 false
-step torch 150 "$TORCH_PY" "${bench[@]}" torch --model "$model" --batches "$batches" --seconds "$secs"
+step torch "$torch_limit" "$TORCH_PY" "${bench[@]}" torch --model "$model" --batches "$torch_batches" --seconds "$secs"
 best=$("$PY" -c 'import json,sys
 rows=[json.loads(l) for l in open(sys.argv[1]) if "\"step\": \"raw\"" in l]
 rows=[r for r in rows if r.get("sessions")==1 and r.get("tf32", True) and "best_batch" in r]
