@@ -274,6 +274,26 @@ mod tests {
     }
 
     #[test]
+    fn cuda_flags_become_session_settings() {
+        let mut a = ServeArgs::defaults();
+        let d = a.cuda_options();
+        assert!(d.tf32 && d.memory_limit == 0 && !d.exhaustive_conv_search);
+        assert_eq!(d, crate::backend::ort::CudaOptions::default());
+        a.cuda_tf32 = false;
+        a.cuda_memory_limit_mb = 512;
+        a.cuda_conv_search = CudaConvSearch::Exhaustive;
+        let o = a.cuda_options();
+        assert!(!o.tf32 && o.exhaustive_conv_search);
+        assert_eq!(o.memory_limit, 512 << 20);
+        a.cuda_memory_limit_mb = u64::MAX;
+        assert_eq!(
+            a.cuda_options().memory_limit,
+            usize::MAX,
+            "saturates, never wraps"
+        );
+    }
+
+    #[test]
     fn defaults_match_the_documented_ones() {
         let d = ServeArgs::defaults();
         assert_eq!(d.listen.to_string(), "127.0.0.1:8080");
