@@ -248,7 +248,8 @@ def cmd_compare(a) -> int:
     name = meta["name"]
     flags = ["--max-batch-size", "4", "--cuda-tf32", str(a.tf32).lower()]
     dev = Server(a.model, a.device, flags, a.log)
-    cpu = Server(a.model, "cpu", flags, a.log)
+    # The reference: one CPU session on every core, the quickest to start.
+    cpu = Server(a.model, "cpu", flags + ["--sessions-per-device", "1", "--cpu-thread-pool", "per-session"], a.log)
     worst = {}
     try:
         models = json.loads(dev.get("/v1/models"))
