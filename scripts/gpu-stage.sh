@@ -279,6 +279,10 @@ EOF
     printf '%s\n' "$out" | grep 'not found' >&2
     die "the CUDA provider has unresolved libraries (above)"
   fi
+  # The binaries were linked here: one that needs a newer glibc than the machine's says so now.
+  if [ -x "$stage/bin/convrnn-serve" ]; then
+    "$stage/bin/convrnn-serve" --version >&2 || die "$stage/bin/convrnn-serve does not run here (glibc? see above)"
+  fi
   log "ready: . $stage/env.sh (CONVRNN_ORT_LIBRARY=$lib; CUDA libraries from $(printf '%s' "$nv" | tr ':' '\n' | wc -l) nvidia-* folders)"
 }
 
