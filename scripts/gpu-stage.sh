@@ -275,7 +275,10 @@ EOF
   # Every dependency of the CUDA provider must resolve now (libcuda.so.1 comes from the driver).
   local out
   out=$(LD_LIBRARY_PATH="$root/$stage/ort:$nv" ldd "$stage/ort/libonnxruntime_providers_cuda.so" 2>&1 || true)
-  if printf '%s\n' "$out" | grep -q 'not found'; then
+  if printf '%s\n' "$out" | grep -q '^[[:space:]]*libcuda\.so\.1 => not found'; then
+    log "warning: the driver's libcuda.so.1 is not on the loader's path (ldconfig -p, LD_LIBRARY_PATH)"
+  fi
+  if printf '%s\n' "$out" | grep 'not found' | grep -qv '^[[:space:]]*libcuda\.so\.1 '; then
     printf '%s\n' "$out" | grep 'not found' >&2
     die "the CUDA provider has unresolved libraries (above)"
   fi
