@@ -85,7 +85,7 @@ PY
 
 build_bins() {  # the server and the raw ORT bench, release, --features cuda -> DIR
   local out=$1 bench
-  log "cargo build --release --locked --features cuda (the server and benches/raw_ort.rs)"
+  log "cargo build --release --locked --features cuda (the server and benches/suite/raw_ort.rs)"
   cargo build --release --locked --features cuda --bin convrnn-serve
   bench=$(cargo bench --locked --features cuda --bench raw_ort --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys

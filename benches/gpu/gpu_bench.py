@@ -7,7 +7,7 @@ them all as one prepared command on a leased GPU; docs/gpu.md). Every step also 
         per step), activations (every layer x step, npz) and KServe v2 infer (logits of a frames
         tensor); max |diff| relative to the CPU output's max |value|
     gpu_bench.py raw --model M.onnx --device cuda:0 --sessions 1 --batches 1,2,...,64 --out r.jsonl
-        benches/raw_ort.rs (the server's own ORT backend, no HTTP) per batch size, and the device
+        benches/suite/raw_ort.rs (the server's own ORT backend, no HTTP) per batch size, and the device
         memory after each batch size (GPU: the process's nvidia-smi used_memory; CPU: VmRSS)
     gpu_bench.py torch --model M.onnx --arch rgc_intermediate --device cuda:0 --out r.jsonl
         PyTorch eager on the same weights (the ONNX file's initializers), cudnn.benchmark on,

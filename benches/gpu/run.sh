@@ -10,7 +10,7 @@
 # call ends inside its limit with what it has):
 #   1. the model: MODEL, or rgc_intermediate exported untrained into models/build/ (PyTorch on the machine)
 #   2. compare: classify, activations and v2 infer on the device equal the CPU answers (TF32 on)
-#   3. raw ORT (benches/raw_ort.rs) at batch 1..64, 1 and 2 sessions, GPU memory after each batch size;
+#   3. raw ORT (benches/suite/raw_ort.rs) at batch 1..64, 1 and 2 sessions, GPU memory after each batch size;
 #      TF32 off at a few batch sizes
 #   4. PyTorch eager, cudnn.benchmark, same weights, batch 1..64
 #   5. HTTP saturated: 1 and 2 sessions x --max-queue-delay-ms 0, 2, 5 at the raw best batch, and one
