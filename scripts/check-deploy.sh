@@ -13,7 +13,9 @@
 #      1.37.0 (the newest schemas bundled, catches removed APIs); it only WARNs on kinds it has no schema
 #      for, so any WARN other than the two expected CRDs (ServiceMonitor, InferenceService) is a failure.
 #      The InferenceService's predictor pod spec is validated strictly as a core Pod.
-#   5. invariants (Python, below): grace period > preStop + drain, probe paths/ports, security context =
+#   5. checkov (PyPI, its own venv target/deploy-tools/checkov: its dependencies clash with the tools above) on the
+#      rendered cpu and gpu overlays; the rules waived are listed with their reasons at the step
+#   6. invariants (Python, below): grace period > preStop + drain, probe paths/ports, security context =
 #      the image's user, GPU limit/toleration/devices in the gpu overlay, selectors, HPA metric, known
 #      CONVRNN_* variables, Dockerfiles agree with the conventions and the manifests; and a self-test that
 #      the invariant checks reject broken variants.
@@ -58,7 +60,8 @@ step() {  # step NAME CMD...: run one check, keep going on failure
 }
 
 # ---- 1. shellcheck ----------------------------------------------------------------------------------------
-step "shellcheck" "$bin/shellcheck" scripts/check-deploy.sh scripts/deploy-smoke.sh scripts/install-onnxruntime.sh
+step "shellcheck" "$bin/shellcheck" scripts/check-deploy.sh scripts/deploy-smoke.sh scripts/install-onnxruntime.sh \
+  scripts/gpu-stage.sh scripts/check-deps.sh benches/gpu/run.sh
 
 # ---- 2. hadolint --------------------------------------------------------------------------------------------
 for f in docker/Dockerfile docker/Dockerfile.cuda; do
@@ -70,6 +73,37 @@ render() { "$bin/kubectl" kustomize "k8s/$1" >"$out/$2.yaml"; }
 step "kustomize k8s/overlays/cpu" render overlays/cpu cpu
 step "kustomize k8s/overlays/gpu" render overlays/gpu gpu
 step "kustomize k8s/kserve" render kserve kserve
+
+# ---- 5. checkov --------------------------------------------------------------------------------------------------
+checkov_venv=$tools/checkov
+checkov_pin="checkov==3.3.30"
+# Waived rules, each with why (the rest of checkov's Kubernetes rules must pass):
+#   CKV_K8S_21  "default namespace": the manifests name no namespace on purpose; the user picks it
+#               (kubectl apply -n NS -k ..., or `namespace:` in their own overlay).
+#   CKV_K8S_43  "image should use digest": the committed overlays cannot know a release's digest; a release sets it
+#               with `kustomize edit set image convrnn-serve=REGISTRY/convrnn-serve@sha256:...` (docs/deploy.md).
+#   CKV_K8S_15  "pull policy Always": IfNotPresent with immutable version tags or digests; Always would make every
+#               pod restart depend on the registry being up, for no change in what runs.
+checkov_skip="CKV_K8S_21,CKV_K8S_43,CKV_K8S_15"
+#   CKV_K8S_11  "CPU limits" (gpu overlay only): the GPU pod is Burstable on purpose (deployment-gpu.yaml): decoding
+#               bursts use idle node CPU, and a CFS quota would throttle the threads that feed the GPU.
+checkov_skip_gpu="$checkov_skip,CKV_K8S_11"
+checkov_scan() {  # checkov_scan OVERLAY SKIPS: every other Kubernetes rule passes on the rendering
+  local dir="$out/checkov-$1"
+  mkdir -p "$dir" && cp "$out/$1.yaml" "$dir/"
+  # --skip-download and BC_SKIP_MAPPING: nothing is fetched from the vendor's API (CI reaches only registries).
+  BC_SKIP_MAPPING=TRUE "$checkov_venv/bin/checkov" --quiet --compact --skip-download --framework kubernetes \
+    --skip-check "$2" -d "$dir"
+}
+if [ "$(cat "$checkov_venv/.pins" 2>/dev/null || true)" != "$checkov_pin" ]; then
+  log "installing $checkov_pin into $checkov_venv"
+  rm -rf "$checkov_venv"
+  python3 -m venv "$checkov_venv"
+  "$checkov_venv/bin/python" -m pip install --quiet --disable-pip-version-check "$checkov_pin"
+  printf '%s' "$checkov_pin" >"$checkov_venv/.pins"
+fi
+[ -s "$out/cpu.yaml" ] && step "checkov k8s/overlays/cpu" checkov_scan cpu "$checkov_skip"
+[ -s "$out/gpu.yaml" ] && step "checkov k8s/overlays/gpu" checkov_scan gpu "$checkov_skip_gpu"
 
 # ---- 4. schema validation -----------------------------------------------------------------------------------
 validate() {  # validate FILE K8S_VERSION: strict; only the expected CRD warnings are tolerated
@@ -85,7 +119,7 @@ validate() {  # validate FILE K8S_VERSION: strict; only the expected CRD warning
   fi
 }
 
-# ---- 5. invariants --------------------------------------------------------------------------------------------
+# ---- 6. invariants --------------------------------------------------------------------------------------------
 invariants() {
   "$bin/python" - "$out" <<'PY'
 import copy, json, re, sys
@@ -96,7 +130,7 @@ out = Path(sys.argv[1])
 KNOWN_ENV = {  # docs/flags.md: every `serve` flag as CONVRNN_<FLAG>
     "CONVRNN_" + f.upper().replace("-", "_") for f in """model-dir listen devices sessions-per-device
     max-batch-size max-queue-delay-ms queue-capacity request-timeout-ms max-body-bytes max-image-pixels
-    intra-threads drain-timeout-ms ort-library log-format""".split()}
+    intra-threads drain-timeout-ms ort-library log-format admin-listen api-key-file""".split()}
 if Path("src/config.rs").exists():  # and every `env = "CONVRNN_..."` the server's clap config declares
     KNOWN_ENV |= set(re.findall(r'env\s*=\s*"(CONVRNN_[A-Z0-9_]+)"', Path("src/config.rs").read_text()))
 DEFAULT_DRAIN_MS = 20000
@@ -220,9 +254,13 @@ def check_overlay(name, docs, uid):
     errs = []
     e = lambda m: errs.append(f"{name}: {m}")
     try:
-        dep = one(docs, "Deployment"); svc = one(docs, "Service"); cm = one(docs, "ConfigMap")
+        dep = one(docs, "Deployment"); cm = one(docs, "ConfigMap")
         pdb = one(docs, "PodDisruptionBudget"); hpa = one(docs, "HorizontalPodAutoscaler")
-        sm = one(docs, "ServiceMonitor")
+        sm = one(docs, "ServiceMonitor"); netpol = one(docs, "NetworkPolicy")
+        svcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+        svc, asvc = svcs["convrnn-serve"], svcs["convrnn-serve-admin"]
+    except KeyError as x:
+        return [f"{name}: no Service {x}"]
     except AssertionError as x:
         return [f"{name}: {x}"]
     spec = dep["spec"]; pod = spec["template"]["spec"]
@@ -236,10 +274,12 @@ def check_overlay(name, docs, uid):
     c = server[0]
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     if ports.get("http") != 8080: e("container port named http must be 8080")
-    names = {"http", 8080}
+    if ports.get("admin") != 9090: e("container port named admin must be 9090")
+    # Probes on the admin listener: they never wait behind clients at the API's connection cap.
+    names = {"admin", 9090}
     for probe, path in (("startupProbe", "/health/ready"), ("readinessProbe", "/health/ready"),
                         ("livenessProbe", "/health/live")):
-        if not probe_ok(c.get(probe, {}), path, names): e(f"{probe} must GET {path} on port http")
+        if not probe_ok(c.get(probe, {}), path, names): e(f"{probe} must GET {path} on port admin")
     # ConfigMap (envFrom) values.
     refs = [s["configMapRef"]["name"] for s in c.get("envFrom", []) if "configMapRef" in s]
     if refs != [cm["metadata"]["name"]]: e("server must take its env from the ConfigMap (envFrom)")
@@ -249,7 +289,9 @@ def check_overlay(name, docs, uid):
     if unknown: e(f"unknown CONVRNN_* variables (typo?): {unknown}")
     listen = env.get("CONVRNN_LISTEN", "")
     if not listen.startswith("0.0.0.0:") or int(listen.rsplit(":", 1)[1]) != 8080:
-        e("CONVRNN_LISTEN must be 0.0.0.0:8080 (probes come from the kubelet, not loopback)")
+        e("CONVRNN_LISTEN must be 0.0.0.0:8080 (clients come from other pods, not loopback)")
+    if env.get("CONVRNN_ADMIN_LISTEN") != "0.0.0.0:9090":
+        e("CONVRNN_ADMIN_LISTEN must be 0.0.0.0:9090 (probes come from the kubelet, not loopback)")
     drain_s = drain_seconds(env)
     try:
         pre = prestop_seconds(c)
@@ -266,6 +308,8 @@ def check_overlay(name, docs, uid):
     # Security: the image's numeric user, non-root, read-only root fs.
     psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
     if not psc.get("runAsNonRoot"): e("pod securityContext.runAsNonRoot must be true")
+    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault": e("pod seccompProfile must be RuntimeDefault")
+    if pod.get("automountServiceAccountToken") is not False: e("automountServiceAccountToken must be false")
     if psc.get("runAsUser") != uid: e(f"runAsUser must be the image's uid {uid}")
     for cc in pod["containers"] + pod.get("initContainers", []):
         s = cc.get("securityContext", {})
@@ -282,12 +326,37 @@ def check_overlay(name, docs, uid):
     sports = {p.get("name"): p for p in svc["spec"]["ports"]}
     if "http" not in sports or sports["http"].get("targetPort") not in ("http", 8080):
         e("Service needs a port named http targeting the container's http port")
+    if any(p.get("targetPort") in ("admin", 9090) for p in sports.values()):
+        e("the API Service must not expose the admin port")
+    if not matches(asvc["spec"].get("selector", {}), labels): e("admin Service selector does not match the pods")
+    aports = {p.get("name"): p for p in asvc["spec"]["ports"]}
     if pdb["apiVersion"] != "policy/v1" or not matches(pdb["spec"].get("selector", {}).get("matchLabels", {}), labels):
         e("PodDisruptionBudget (policy/v1) must select the pods")
-    if not matches(sm["spec"].get("selector", {}).get("matchLabels", {}), svc["metadata"].get("labels", {})):
-        e("ServiceMonitor selector does not match the Service")
+    sm_sel = sm["spec"].get("selector", {}).get("matchLabels", {})
+    if not matches(sm_sel, asvc["metadata"].get("labels", {})): e("ServiceMonitor selector does not match the admin Service")
+    if matches(sm_sel, svc["metadata"].get("labels", {})): e("ServiceMonitor must not select the API Service")
     for ep in sm["spec"].get("endpoints", []):
-        if ep.get("port") not in sports or ep.get("path") != "/metrics": e("ServiceMonitor must scrape port http /metrics")
+        if ep.get("port") != "admin" or "admin" not in aports or ep.get("path") != "/metrics":
+            e("ServiceMonitor must scrape port admin /metrics")
+    # NetworkPolicy: these pods; the API port from named sources only, the admin port from monitoring only.
+    np = netpol["spec"]
+    if not matches(np.get("podSelector", {}).get("matchLabels", {}), labels): e("NetworkPolicy must select the pods")
+    if "Ingress" not in np.get("policyTypes", []): e("NetworkPolicy must restrict Ingress")
+    by_port = {}
+    for rule in np.get("ingress", []):
+        if not rule.get("from"): e("NetworkPolicy ingress rule open to every source")
+        for p in rule.get("ports", []) or [{"port": None}]:
+            by_port.setdefault(p["port"], []).append(rule.get("from", []))
+    if set(by_port) - {"http", 8080, "admin", 9090}: e(f"NetworkPolicy opens other ports: {sorted(map(str, by_port))}")
+    for srcs in by_port.get("admin", []) + by_port.get(9090, []):
+        if [s_.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") for s_ in srcs] != ["monitoring"]:
+            e("NetworkPolicy: the admin port must admit the monitoring namespace only")
+    # API keys: a file from the Secret, mounted read-only.
+    key_file = env.get("CONVRNN_API_KEY_FILE")
+    secret_vols = {v["name"] for v in pod.get("volumes", []) if v.get("secret", {}).get("secretName") == "convrnn-serve-api-keys"}
+    key_mounts = [m for m in c.get("volumeMounts", []) if m["name"] in secret_vols]
+    if not key_file or not any(key_file.startswith(m["mountPath"].rstrip("/") + "/") and m.get("readOnly") for m in key_mounts):
+        e("CONVRNN_API_KEY_FILE must be a file of the Secret convrnn-serve-api-keys, mounted read-only")
     # HPA: autoscaling/v2, on the Deployment, per-pod queue depth; min replicas keep one pod through the PDB.
     h = hpa["spec"]
     if hpa["apiVersion"] != "autoscaling/v2": e("HPA must be autoscaling/v2")
@@ -367,6 +436,12 @@ broken = [
     mutate("maxUnavailable 1", lambda r: one(r["cpu"], "Deployment")["spec"]["strategy"]["rollingUpdate"].update(maxUnavailable=1)),
     mutate("HPA on cpu only", lambda r: one(r["gpu"], "HorizontalPodAutoscaler")["spec"].update(metrics=[])),
     mutate("root user", lambda r: dep(r, "cpu")["securityContext"].update(runAsUser=0)),
+    mutate("probe on the API port", lambda r: server(r, "cpu")["readinessProbe"]["httpGet"].update(port="http")),
+    mutate("scrape on the API port", lambda r: one(r["gpu"], "ServiceMonitor")["spec"]["endpoints"][0].update(port="http")),
+    mutate("admin port open to all", lambda r: one(r["cpu"], "NetworkPolicy")["spec"]["ingress"][1].pop("from")),
+    mutate("token mounted", lambda r: dep(r, "gpu").update(automountServiceAccountToken=True)),
+    mutate("no seccomp", lambda r: dep(r, "cpu")["securityContext"].pop("seccompProfile")),
+    mutate("API keys not mounted", lambda r: server(r, "gpu").update(volumeMounts=[m for m in server(r, "gpu")["volumeMounts"] if m["name"] != "api-keys"])),
     mutate("kserve model dir", lambda r: one(r["kserve"], "InferenceService")["spec"]["predictor"]["containers"][0]["env"].append({"name": "CONVRNN_MODEL_DIR", "value": "/models"})),
 ]
 for what, r in broken:

@@ -32,6 +32,12 @@ models/run_tests.sh
 step "deploy: static checks"
 scripts/check-deploy.sh
 
+step "dependencies: cargo deny (licenses, bans, sources, advisories; offline snapshot)"
+scripts/check-deps.sh
+
+step "gpu staging: split, join and verify round trip (no GPU needed)"
+scripts/gpu-stage.sh selftest
+
 step "deploy: host equivalent of the Docker build and run"
 scripts/deploy-smoke.sh
 

@@ -174,6 +174,22 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVRNN_PRUNE_LOGITS_GRAPH", default_value_t = true, action = clap::ArgAction::Set, help_heading = TUNING, hide_short_help = true)]
     pub prune_logits_graph: bool,
 
+    /// CUDA: TF32 tensor-core math for float32 convolutions and matrix products (Ampere and
+    /// newer): much faster, with products rounded to ~1e-3 relative. `false`: full float32.
+    #[arg(long, env = "CONVRNN_CUDA_TF32", default_value_t = true, action = clap::ArgAction::Set, help_heading = TUNING, hide_short_help = true)]
+    pub cuda_tf32: bool,
+
+    /// CUDA: cap on each session's GPU memory arena in MiB (0 = none). With several sessions or
+    /// processes on one GPU, a batch that would need more fails with a 500 for its requests
+    /// instead of exhausting the GPU for the others.
+    #[arg(long, env = "CONVRNN_CUDA_MEMORY_LIMIT_MB", default_value_t = 0, help_heading = TUNING, hide_short_help = true)]
+    pub cuda_memory_limit_mb: u64,
+
+    /// CUDA: `heuristic` (cuDNN picks each convolution's algorithm) or `exhaustive` (times them
+    /// all the first time a batch size runs and keeps the fastest: a slow first request per size).
+    #[arg(long, env = "CONVRNN_CUDA_CONV_SEARCH", value_enum, default_value_t = CudaConvSearch::Heuristic, help_heading = TUNING, hide_short_help = true)]
+    pub cuda_conv_search: CudaConvSearch,
+
     /// On SIGTERM/SIGINT: milliseconds readiness reports 503 before the listener closes (lets
     /// load balancers notice), then in-flight requests get up to --drain-timeout-ms to finish.
     #[arg(long, env = "CONVRNN_DRAIN_DELAY_MS", default_value_t = 0)]
@@ -214,6 +230,13 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// How cuDNN picks convolution algorithms (`--cuda-conv-search`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CudaConvSearch {
+    Heuristic,
+    Exhaustive,
+}
+
 impl ServeArgs {
     /// `--cpu-batch-budget-ms`, None when 0 (off).
     pub fn cpu_batch_budget(&self) -> Option<Duration> {
@@ -226,6 +249,16 @@ impl ServeArgs {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The `--cuda-*` flags as session settings.
+    pub fn cuda_options(&self) -> crate::backend::ort::CudaOptions {
+        crate::backend::ort::CudaOptions {
+            tf32: self.cuda_tf32,
+            memory_limit: usize::try_from(self.cuda_memory_limit_mb.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            exhaustive_conv_search: self.cuda_conv_search == CudaConvSearch::Exhaustive,
+        }
     }
 
     /// Defaults for tests and embedding: everything as the CLI would set it.
@@ -294,6 +327,26 @@ mod tests {
         let mut a = ServeArgs::defaults();
         a.api_keys = Some(Secret("hunter2".into()));
         assert!(!format!("{a:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cuda_flags_become_session_settings() {
+        let mut a = ServeArgs::defaults();
+        let d = a.cuda_options();
+        assert!(d.tf32 && d.memory_limit == 0 && !d.exhaustive_conv_search);
+        assert_eq!(d, crate::backend::ort::CudaOptions::default());
+        a.cuda_tf32 = false;
+        a.cuda_memory_limit_mb = 512;
+        a.cuda_conv_search = CudaConvSearch::Exhaustive;
+        let o = a.cuda_options();
+        assert!(!o.tf32 && o.exhaustive_conv_search);
+        assert_eq!(o.memory_limit, 512 << 20);
+        a.cuda_memory_limit_mb = u64::MAX;
+        assert_eq!(
+            a.cuda_options().memory_limit,
+            usize::MAX,
+            "saturates, never wraps"
+        );
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! cargo bench --bench raw_ort -- --model models/rgc_fmnist.onnx [--batches 1,2,4,8,16,32]
 //!     [--seconds 4] [--min-runs 5] [--sessions 1] [--pool shared|per-session] [--intra-threads 0]
 //!     [--outputs logits|all] [--prune true|false] [--image model.jpg] [--json out.json]
+//!     [--device cpu|cuda:N] [--tf32 true|false]
 //! ```
+//! `--device cuda:N` (a build with `--features cuda` and the `onnxruntime-gpu` library) runs the
+//! sessions there, with the server's CUDA settings (`--tf32` is the server's `--cuda-tf32`).
 //! `--prune` is the server's `--prune-logits-graph`: with `--outputs logits` the runs use the
 //! graph pruned to the logits, as the server's classification does (default true).
 //! `--image` feeds a real encoded image, decoded with the model's own preprocessing and shown with
@@ -28,7 +31,7 @@ use std::time::Instant;
 use convrnn_serve::backend::ort::{
     init_runtime, inspect, OrtBackend, RuntimeOptions, SessionOptions,
 };
-use convrnn_serve::backend::{Backend, Device};
+use convrnn_serve::backend::Backend;
 use convrnn_serve::config::CpuThreadPool;
 use convrnn_serve::presentation::Presentation;
 
@@ -47,6 +50,8 @@ struct Args {
     prune: bool,
     image: Option<PathBuf>,
     json: Option<PathBuf>,
+    device: String,
+    tf32: bool,
 }
 
 fn parse_args() -> Args {
@@ -62,6 +67,8 @@ fn parse_args() -> Args {
         prune: true,
         image: None,
         json: None,
+        device: "cpu".into(),
+        tf32: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,6 +90,8 @@ fn parse_args() -> Args {
             "--prune" => a.prune = val().parse().expect("--prune true|false"),
             "--image" => a.image = Some(val().into()),
             "--json" => a.json = Some(val().into()),
+            "--device" => a.device = val(),
+            "--tf32" => a.tf32 = val().parse().expect("--tf32 true|false"),
             // cargo bench passes --bench; ignore anything else libtest-like.
             _ => {}
         }
@@ -116,14 +125,25 @@ fn main() {
     let lib = init_runtime(None, runtime).expect("ONNX Runtime library");
     let info = inspect(&args.model).expect("model");
     let m = &info.metadata;
+    let device = match convrnn_serve::config::parse_devices(&args.device, &[])
+        .expect("--device cpu|cuda:N")
+        .as_slice()
+    {
+        [one] => *one,
+        more => panic!("--device takes one device, not {more:?}"),
+    };
     let mut backends: Vec<OrtBackend> = (0..args.sessions.max(1))
         .map(|_| {
             OrtBackend::new(
                 &info,
-                Device::Cpu,
+                device,
                 &SessionOptions {
                     intra_threads: intra,
                     prune_for_logits: args.prune,
+                    cuda: convrnn_serve::backend::ort::CudaOptions {
+                        tf32: args.tf32,
+                        ..Default::default()
+                    },
                 },
             )
             .expect("session")
@@ -149,7 +169,7 @@ fn main() {
         movie
     });
     eprintln!(
-        "model {} ({}), T={}, {}x{}, sessions={}, pool={}, intra_threads={intra}, outputs={}, prune={}, library {}",
+        "model {} ({}), device {device}, T={}, {}x{}, sessions={}, pool={}, intra_threads={intra}, outputs={}, prune={}, library {}",
         m.name,
         args.model.display(),
         m.time.steps,
@@ -241,9 +261,10 @@ fn main() {
     }
     if let Some(path) = args.json {
         let json = format!(
-            "{{\"model\":\"{}\",\"path\":\"{}\",\"sessions\":{},\"pool\":\"{}\",\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"pruned\":{},\"input\":\"{}\",\"rows\":[{}]}}\n",
+            "{{\"model\":\"{}\",\"path\":\"{}\",\"device\":\"{device}\",\"tf32\":{},\"sessions\":{},\"pool\":\"{}\",\"intra_threads\":{intra},\"cores\":{cores},\"outputs\":\"{}\",\"pruned\":{},\"input\":\"{}\",\"rows\":[{}]}}\n",
             m.name,
             args.model.display(),
+            args.tf32,
             args.sessions,
             args.pool,
             args.outputs,

@@ -171,6 +171,8 @@ pub struct SessionOptions {
     /// requests that want only the logits on it: the same numbers for less work. Costs one more
     /// graph optimisation at start-up and the pruned graph's share of memory.
     pub prune_for_logits: bool,
+    /// How CUDA sessions are set up; ignored on CPU.
+    pub cuda: CudaOptions,
 }
 
 impl SessionOptions {
@@ -178,6 +180,33 @@ impl SessionOptions {
         Self {
             intra_threads,
             prune_for_logits: true,
+            cuda: CudaOptions::default(),
+        }
+    }
+}
+
+/// CUDA execution provider settings (the `--cuda-*` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// TF32 tensor-core math for float32 convolutions and matrix products (Ampere and newer):
+    /// several times the float32 rate for a ~1e-3 relative rounding of the products.
+    pub tf32: bool,
+    /// Cap on each session's CUDA memory arena, in bytes; 0 = none. A run that needs more fails
+    /// with an error for its batch instead of taking memory other sessions count on.
+    pub memory_limit: usize,
+    /// Try every cuDNN convolution algorithm the first time a shape runs and keep the fastest,
+    /// instead of cuDNN's heuristic pick. Warm-up covers batch 1 and the largest batch; other
+    /// batch sizes pay the search on their first request.
+    pub exhaustive_conv_search: bool,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        // ONNX Runtime's own defaults, except the search (see `exhaustive_conv_search`).
+        Self {
+            tf32: true,
+            memory_limit: 0,
+            exhaustive_conv_search: false,
         }
     }
 }
@@ -236,11 +265,21 @@ fn build_session(
             #[cfg(feature = "cuda")]
             {
                 use ort::ep::cuda::ConvAlgorithmSearch;
-                let cuda = ort::ep::CUDA::default()
+                let o = options.cuda;
+                let mut cuda = ort::ep::CUDA::default()
                     .with_device_id(id)
                     // Exhaustive search re-tunes on every new batch shape, which stalls the first
                     // request of each size; the heuristic is within a few percent on convnets.
-                    .with_conv_algorithm_search(ConvAlgorithmSearch::Heuristic)
+                    .with_conv_algorithm_search(if o.exhaustive_conv_search {
+                        ConvAlgorithmSearch::Exhaustive
+                    } else {
+                        ConvAlgorithmSearch::Heuristic
+                    })
+                    .with_tf32(o.tf32);
+                if o.memory_limit > 0 {
+                    cuda = cuda.with_memory_limit(o.memory_limit);
+                }
+                let cuda = cuda
                     .build()
                     // Without this ORT silently falls back to CPU and we would report a GPU we
                     // are not using.

@@ -48,18 +48,21 @@ impl LocalSource {
         let weights = crate::model::file_sha256(model).map_err(|e| err(e.to_string()))?;
         let devices =
             crate::resolve_devices(devices).map_err(|e| ExtractError::Usage(e.to_string()))?;
-        let cores = crate::thread_plan::available_cores();
-        // As `serve` does: on CPU up to 4 sessions sharing the cores, on CUDA 2 per device.
-        let sessions_per_device = if devices.contains(&Device::Cpu) {
-            cores.clamp(1, 4)
-        } else {
-            2
-        };
+        // The thread layout and session settings `serve` would use with its default flags.
+        let defaults = crate::config::ServeArgs::defaults();
+        let plan = crate::thread_plan::ThreadPlan::new(
+            &defaults,
+            crate::thread_plan::available_cores(),
+            &devices,
+            1,
+        );
+        let sessions_per_device = plan.sessions_per_device;
         let sessions = sessions_per_device * devices.len();
         let in_flight = concurrency.unwrap_or(sessions).max(1);
         let options = ort_backend::SessionOptions {
-            intra_threads: (cores / sessions_per_device).max(1),
+            intra_threads: plan.intra_threads,
             prune_for_logits: only_logits(&select_layers(&info.metadata)?),
+            cuda: defaults.cuda_options(),
         };
         let factory: BackendFactory =
             Arc::new(move |info: &ModelInfo, device: Device, _: Width| {

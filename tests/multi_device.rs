@@ -1,0 +1,294 @@
+//! The worker design over several devices, proven on CPU with a fake backend standing in for
+//! each GPU (the real fixture's description, the real engine, queue and metrics): every device's
+//! workers pull batches from the model's one queue, so both devices get work, a slow or stuck
+//! device does not hold up the others, and the metrics tell the devices apart. Also what
+//! `--devices cuda:0,1` does where there is no CUDA provider.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::fixture_dir;
+use convrnn_serve::backend::ort::{init_runtime, inspect};
+use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor};
+use convrnn_serve::engine::{BackendFactory, Engine, EngineConfig, FrameSource, Stimulus};
+use convrnn_serve::metrics::Metrics;
+use convrnn_serve::model::ModelInfo;
+
+/// Answers zeros of the right shapes after `delay` per batch, as the device it was built for.
+/// The engine's warm-up runs (an all-blank movie) take no time, so readiness does not wait on a
+/// slow device.
+struct FakeDevice {
+    info: ModelInfo,
+    device: Device,
+    delay: Duration,
+}
+
+impl Backend for FakeDevice {
+    fn run(
+        &mut self,
+        frames: &[f32],
+        batch: usize,
+        outputs: &[String],
+    ) -> Result<Vec<OutputTensor>, BackendError> {
+        let blank = self.info.metadata.time.blank_value;
+        if frames.iter().any(|v| *v != blank) {
+            std::thread::sleep(self.delay);
+        }
+        Ok(outputs
+            .iter()
+            .map(|name| {
+                let mut shape = vec![batch];
+                shape.extend(self.info.item_shape(name).unwrap());
+                OutputTensor {
+                    name: name.clone(),
+                    data: vec![0.0; shape.iter().product()],
+                    shape,
+                }
+            })
+            .collect())
+    }
+
+    fn device(&self) -> Device {
+        self.device
+    }
+}
+
+const MODEL: &str = "tiny_convrnn";
+
+/// An engine over `delays.len()` fake CUDA devices, device `i` taking `delays[i]` per batch.
+fn start(
+    delays: Vec<Duration>,
+    sessions_per_device: usize,
+    max_batch: usize,
+) -> (Engine, Arc<Metrics>) {
+    init_runtime(None, Default::default()).unwrap();
+    let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
+    let devices: Vec<Device> = (0..delays.len() as i32).map(Device::Cuda).collect();
+    let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device, _width| {
+        let Device::Cuda(i) = device else {
+            panic!("only fake CUDA devices here, got {device}")
+        };
+        Ok(Box::new(FakeDevice {
+            info: info.clone(),
+            device,
+            delay: delays[i as usize],
+        }) as Box<dyn Backend>)
+    });
+    let metrics = Arc::new(Metrics::new());
+    let engine = Engine::start(
+        vec![info],
+        factory,
+        EngineConfig {
+            devices,
+            sessions_per_device,
+            max_batch,
+            cpu_batch_budget: None,
+            max_delay: Duration::ZERO,
+            queue_capacity: 1024,
+            request_timeout: Duration::from_secs(30),
+            cpu_adaptive: false,
+        },
+        metrics.clone(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !engine.is_ready() {
+        assert!(Instant::now() < deadline, "engine never became ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (engine, metrics)
+}
+
+fn stimulus(engine: &Engine) -> Stimulus {
+    let m = &engine.model(MODEL).unwrap().info.metadata;
+    Stimulus {
+        frames: vec![Arc::new(vec![0.25; m.frame_len()])],
+        schedule: vec![FrameSource::Frame(0); m.time.image_on_steps],
+    }
+}
+
+/// One request of one image; returns the device that ran it and when it was answered.
+async fn classify(engine: &Engine) -> (String, Duration) {
+    let started = Instant::now();
+    let results = engine
+        .infer(MODEL, vec![stimulus(engine)], vec!["logits".into()])
+        .await
+        .unwrap();
+    (results[0].device.clone(), started.elapsed())
+}
+
+fn batches_on(metrics: &Metrics, device: &str) -> u64 {
+    metrics
+        .device_batches
+        .with_label_values(&[device, MODEL])
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_devices_get_batches_and_the_faster_one_more() {
+    // cuda:1 is 4x slower than cuda:0.
+    let (engine, metrics) = start(
+        vec![Duration::from_millis(10), Duration::from_millis(40)],
+        1,
+        4,
+    );
+    let engine = Arc::new(engine);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move { classify(&engine).await })
+        })
+        .collect();
+    let mut per_device: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        *per_device.entry(t.await.unwrap().0).or_default() += 1;
+    }
+    let (fast, slow) = (
+        per_device["cuda:0"],
+        per_device.get("cuda:1").copied().unwrap_or(0),
+    );
+    assert_eq!(fast + slow, 64, "{per_device:?}");
+    assert!(slow > 0, "cuda:1 never got a batch: {per_device:?}");
+    assert!(
+        fast > slow,
+        "the faster device should take more: {per_device:?}"
+    );
+    // Per-device metrics: each device's batches counted under its own label (the warm-up runs
+    // are not counted), and together they carried every image.
+    let (b0, b1) = (
+        batches_on(&metrics, "cuda:0"),
+        batches_on(&metrics, "cuda:1"),
+    );
+    assert!(b0 > 0 && b1 > 0, "device_batches cuda:0={b0} cuda:1={b1}");
+    assert!(
+        b0 + b1 <= 64 && b0 + b1 >= 64 / 4,
+        "cuda:0={b0} cuda:1={b1}"
+    );
+    let busy = |d: &str| metrics.device_busy.with_label_values(&[d, MODEL]).get();
+    assert!(
+        busy("cuda:1") >= b1 as f64 * 0.040 * 0.9,
+        "busy {}",
+        busy("cuda:1")
+    );
+    assert!(
+        busy("cuda:0") >= b0 as f64 * 0.010 * 0.9,
+        "busy {}",
+        busy("cuda:0")
+    );
+    let text = metrics.render();
+    for d in ["cuda:0", "cuda:1"] {
+        assert!(
+            text.contains(&format!("device=\"{d}\"")),
+            "no series for {d} in the exposition"
+        );
+    }
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_device_does_not_starve_the_other() {
+    // cuda:1 takes 3 s a batch (a device stalled or far slower); cuda:0 10 ms.
+    let (engine, _metrics) = start(
+        vec![Duration::from_millis(10), Duration::from_secs(3)],
+        1,
+        1,
+    );
+    let engine = Arc::new(engine);
+    let started = Instant::now();
+    // One request at a time, so every request finds a device idle: cuda:1 takes at most one,
+    // the first it sees, and holds it for 3 s; all the others must go to cuda:0 meanwhile.
+    let mut on_fast = Vec::new();
+    let mut stuck = Vec::new();
+    for _ in 0..30 {
+        let engine = engine.clone();
+        let t = tokio::spawn(async move { classify(&engine).await });
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        stuck.push(t);
+    }
+    for t in stuck {
+        let (device, took) = t.await.unwrap();
+        if device == "cuda:0" {
+            on_fast.push(took);
+        }
+    }
+    assert!(
+        on_fast.len() >= 29,
+        "{} of 30 requests ran on cuda:0",
+        on_fast.len()
+    );
+    let worst = on_fast.iter().max().unwrap();
+    assert!(
+        *worst < Duration::from_secs(1),
+        "a request on cuda:0 waited {worst:?} behind the stuck device"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(450));
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_device_multiply_the_workers_of_every_device() {
+    // 2 devices x 2 sessions, all equally slow: four batches run at once (two at a time would
+    // take 800 ms).
+    let (engine, _metrics) = start(vec![Duration::from_millis(400); 2], 2, 1);
+    let engine = Arc::new(engine);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let r = engine
+                    .infer(MODEL, vec![stimulus(&engine)], vec!["logits".into()])
+                    .await
+                    .unwrap();
+                r[0].worker.clone()
+            })
+        })
+        .collect();
+    let mut workers = Vec::new();
+    for t in tasks {
+        workers.push(t.await.unwrap());
+    }
+    workers.sort();
+    workers.dedup();
+    assert_eq!(workers.len(), 4, "four distinct workers: {workers:?}");
+    assert!(workers.iter().filter(|w| w.starts_with("cuda:1#")).count() == 2);
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "4 batches of 400 ms on 4 workers took {:?}",
+        started.elapsed()
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn devices_cuda_0_1_without_a_cuda_provider_fails_with_one_clear_line() {
+    // The test build links the CPU library (and, without `--features cuda`, no CUDA provider at
+    // all): the server must refuse at start-up, naming the cause, not fall back to CPU.
+    init_runtime(None, Default::default()).unwrap();
+    if convrnn_serve::backend::ort::cuda_available() {
+        eprintln!("skipped: this ONNX Runtime library has the CUDA provider");
+        return;
+    }
+    let err = convrnn_serve::resolve_devices("cuda:0,1")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("CUDA provider"), "{err}");
+    assert!(err.contains("cuda:0,1"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_convrnn-serve"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--devices", "cuda:0,1"])
+        .arg("--model-dir")
+        .arg(fixture_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("asks for CUDA") && stderr.contains("no CUDA provider"),
+        "{stderr}"
+    );
+}
