@@ -128,6 +128,11 @@ pub struct ReadoutSpec {
     /// First step at which the readout depends on the image; defaults to the last layer's + 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_driven_step: Option<usize>,
+    /// First step the `max_conf` and `threshold` rules consider, when it is later than the
+    /// first driven step (the authors' decoders start at the number of layers); the export
+    /// writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_step: Option<usize>,
 }
 
 /// Which timestep's logits answer "what is it" ([`crate::model::readout::readout_step`]).

@@ -24,7 +24,12 @@ pub fn readout_step(meta: &ModelMetadata, logits: &[f32]) -> usize {
     let k = meta.labels.len();
     let steps = logits.len() / k;
     let last = steps.saturating_sub(1);
-    let first = meta.readout_first_driven_step().min(last);
+    let first = meta
+        .readout
+        .first_step
+        .unwrap_or(0)
+        .max(meta.readout_first_driven_step())
+        .min(last);
     let confidence = |t: usize, beta: f32| -> f32 {
         softmax(&logits[t * k..(t + 1) * k], beta)
             .into_iter()
@@ -85,5 +90,13 @@ mod tests {
         assert_eq!(readout_step(&meta("last"), &logits), 3);
         assert_eq!(readout_step(&meta("max_conf"), &logits), 3);
         assert_eq!(readout_step(&meta("threshold"), &logits), 2);
+        // A later window start, as the export writes for the authors' decoders.
+        let mut late = meta("threshold");
+        late.readout.first_step = Some(3);
+        assert_eq!(readout_step(&late, &logits), 3);
+        late.readout.rule = ReadoutRule::MaxConf;
+        let early = [9.0, 0.0, 0.0, 0.0, 0.0, 0.0, 7.0, 0.0, 0.0, 5.0, 0.0, 0.0];
+        assert_eq!(readout_step(&meta("max_conf"), &early), 2);
+        assert_eq!(readout_step(&late, &early), 3);
     }
 }
