@@ -159,7 +159,9 @@ pub enum ImageError {
     UnsupportedFormat(String),
     #[error("encoded image is {len} bytes, over the limit of {max_bytes}")]
     BodyTooLarge { len: usize, max_bytes: usize },
-    #[error("image is {width}x{height} pixels, over the limit of {max_pixels} pixels")]
+    #[error(
+        "image is {width}x{height} pixels, over the limit of {max_pixels} pixels and 65535 a side"
+    )]
     TooLarge {
         width: u32,
         height: u32,
@@ -191,6 +193,11 @@ impl ImageError {
 /// Bytes per pixel of the largest decode buffer a supported format can produce (RGBA, 16 bit);
 /// used to size `image::Limits::max_alloc` from the pixel limit.
 const MAX_BYTES_PER_PIXEL: u64 = 8;
+
+/// Longest side accepted, whatever the pixel count: the largest a JPEG can be. Given to the
+/// decoders as their strict width and height limits, which they check on the header, since
+/// `max_alloc` is best effort (some decoders allocate without asking it).
+pub const MAX_SIDE: u32 = 65_535;
 
 /// The checks every encoded image passes before any decoder sees it: size, a supported format
 /// (from the magic bytes), and for JPEG an end-of-image marker.
@@ -235,6 +242,8 @@ fn open_decoder<'a>(
     // Second guard: even if a decoder allocates more than width*height suggests (or a header
     // lies), no single allocation may exceed what the largest allowed image would need.
     let mut il = ::image::Limits::default();
+    il.max_image_width = Some(MAX_SIDE);
+    il.max_image_height = Some(MAX_SIDE);
     il.max_alloc = Some(
         limits
             .max_pixels
@@ -251,7 +260,10 @@ fn check_pixels(width: u32, height: u32, limits: &Limits) -> Result<(), ImageErr
             "header says the image is {width}x{height}"
         )));
     }
-    if u64::from(width) * u64::from(height) > limits.max_pixels {
+    if u64::from(width) * u64::from(height) > limits.max_pixels
+        || width > MAX_SIDE
+        || height > MAX_SIDE
+    {
         return Err(ImageError::TooLarge {
             width,
             height,
@@ -280,10 +292,7 @@ fn jpeg_looks_complete(bytes: &[u8]) -> bool {
 /// (the pixel count, which is what limits care about, is the same). Only the body-size limit is
 /// applied here, at its default (64 MiB); the caller compares the result with its pixel limit.
 pub fn probe_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
-    let limits = Limits {
-        max_pixels: u64::MAX / MAX_BYTES_PER_PIXEL,
-        ..Limits::default()
-    };
+    let limits = Limits::default();
     let format = check_encoded(bytes, &limits)?;
     if format == ImageFormat::Jpeg {
         if let Some(dims) = jpeg_frame_size(bytes) {
@@ -404,11 +413,11 @@ fn decode_jpeg(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, ImageError
         }
         other => ImageError::Corrupt(format!("JPEG: {other}")),
     };
-    // Sizes are limited by `check_pixels` below, from the header, in one place for all formats.
+    // Pixel counts are limited by `check_pixels` below, from the header, as for all formats.
     let options = DecoderOptions::default()
         .set_strict_mode(false)
-        .set_max_width(usize::MAX)
-        .set_max_height(usize::MAX);
+        .set_max_width(MAX_SIDE as usize)
+        .set_max_height(MAX_SIDE as usize);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(jpeg_err)?;
     let (w, h) = decoder

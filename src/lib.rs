@@ -27,6 +27,7 @@ pub mod model;
 pub mod npz;
 pub mod pool;
 pub mod presentation;
+pub mod quote;
 pub mod shutdown;
 pub mod thread_plan;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::engine::{Frame, FrameSource, Stimulus};
 use crate::model::metadata::TimeSpec;
+use crate::quote::quote;
 
 /// A presentation schedule, applied to the request's images.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,12 +85,22 @@ impl Presentation {
                 let text = sequence.ok_or_else(|| {
                     invalid("presentation=sequence needs sequence=IMAGE:STEPS,...")
                 })?;
+                // Counted before parsing: each segment lasts a step or more, so a sequence of
+                // more segments than the model has steps is refused without building it.
+                let segments = text.split(',').filter(|s| !s.trim().is_empty()).count();
+                if segments > time.steps {
+                    return Err(PresentationError::Invalid(format!(
+                        "the sequence has {segments} segments but the model runs {} steps",
+                        time.steps
+                    )));
+                }
                 Ok(Presentation::Sequence(
                     parse_sequence(text).map_err(PresentationError::Invalid)?,
                 ))
             }
             other => Err(PresentationError::Invalid(format!(
-                "unknown presentation {other:?} (expected default, flash, mask or sequence)"
+                "unknown presentation {} (expected default, flash, mask or sequence)",
+                quote(other)
             ))),
         }
     }
@@ -208,18 +219,21 @@ pub fn parse_sequence(text: &str) -> Result<Vec<Segment>, String> {
             let (what, steps) = part
                 .trim()
                 .split_once(':')
-                .ok_or_else(|| format!("sequence segment {part:?} is not WHAT:STEPS"))?;
+                .ok_or_else(|| format!("sequence segment {} is not WHAT:STEPS", quote(part)))?;
             let steps: usize = steps
                 .trim()
                 .parse()
-                .map_err(|_| format!("sequence segment {part:?}: steps is not a number"))?;
+                .map_err(|_| format!("sequence segment {}: steps is not a number", quote(part)))?;
             match what.trim() {
                 "blank" => Ok(Segment::Blank { steps }),
                 n => n
                     .parse()
                     .map(|image| Segment::Image { image, steps })
                     .map_err(|_| {
-                        format!("sequence segment {part:?}: expected an image index or `blank`")
+                        format!(
+                            "sequence segment {}: expected an image index or `blank`",
+                            quote(part)
+                        )
                     }),
             }
         })
@@ -340,6 +354,11 @@ mod tests {
             Err(PresentationError::NoSuchImage { .. })
         ));
         assert!(parse_sequence("x:1").is_err());
+        let long = vec!["0:0"; 1_000_000].join(",");
+        assert!(matches!(
+            Presentation::from_parts(Some("sequence"), None, None, Some(&long), &t),
+            Err(PresentationError::Invalid(m)) if m.contains("1000000 segments")
+        ));
         assert!(Presentation::from_parts(Some("strobe"), None, None, None, &t).is_err());
     }
 }

@@ -316,7 +316,8 @@ fn wants_npz(headers: &HeaderMap) -> Result<bool, ApiError> {
         return Ok(false);
     }
     Err(ApiError::NotAcceptable(format!(
-        "cannot answer with {accept:?}: available are application/json and {NPZ_MEDIA_TYPE}"
+        "cannot answer with {}: available are application/json and {NPZ_MEDIA_TYPE}",
+        super::error::quote(accept)
     )))
 }
 

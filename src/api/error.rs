@@ -59,6 +59,24 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Longest error message sent: messages can embed a parser's view of client input.
+const MESSAGE_BYTES: usize = 1024;
+
+pub use crate::quote::quote;
+
+/// `message` cut to at most [`MESSAGE_BYTES`] bytes, at a character boundary.
+pub fn clip_message(mut message: String) -> String {
+    if message.len() > MESSAGE_BYTES {
+        let mut cut = MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    message
+}
+
 /// The failure reason a response carries to the metrics middleware.
 #[derive(Debug, Clone, Copy)]
 pub struct FailureReason(pub &'static str);
@@ -137,7 +155,7 @@ impl IntoResponse for ApiError {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
         let body = ErrorBody {
-            error: self.to_string(),
+            error: clip_message(self.to_string()),
             code: self.code().to_string(),
             request_id: super::request_id::current(),
         };

@@ -24,7 +24,8 @@ pub fn model_info(state: &AppState, name: &str) -> Result<Arc<ModelInfo>, ApiErr
             let known: Vec<&str> = state.engine.models().map(|m| m.info.name()).collect();
             ApiError::NotFound(
                 format!(
-                    "model {name:?} is not served here (models: {})",
+                    "model {} is not served here (models: {})",
+                    super::error::quote(name),
                     known.join(", ")
                 ),
                 "model_not_found",

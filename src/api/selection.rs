@@ -2,7 +2,7 @@
 //! to pool space. Parsed from the request's options and checked against the model's metadata, so
 //! an unknown layer or an out-of-range step is a 400 before any work is queued.
 
-use super::error::ApiError;
+use super::error::{quote, ApiError};
 use crate::model::{ModelMetadata, LOGITS_NAME};
 pub use crate::pool::Pool;
 
@@ -31,7 +31,7 @@ pub fn parse_steps(spec: &str, steps: usize) -> Result<Vec<usize>, ApiError> {
         s.parse().map_err(|_| {
             ApiError::bad_request(
                 "bad_steps",
-                format!("steps {spec:?}: {s:?} is not a step index"),
+                format!("steps {}: {} is not a step index", quote(spec), quote(s)),
             )
         })
     };
@@ -40,25 +40,47 @@ pub fn parse_steps(spec: &str, steps: usize) -> Result<Vec<usize>, ApiError> {
         if a >= b {
             return Err(ApiError::bad_request(
                 "bad_steps",
-                format!("steps {spec:?} is empty"),
+                format!("steps {} is empty", quote(spec)),
             ));
         }
         if b > steps {
             return Err(out_of_range(format!(
-                "steps {spec:?} ends past the last step (the model runs steps 0..{steps})"
+                "steps {} ends past the last step (the model runs steps 0..{steps})",
+                quote(spec)
             )));
         }
         (a..b).collect()
     } else {
-        spec.split(',')
+        // A list names each step at most once, so it can be no longer than the model's steps;
+        // counted before collecting, so `1,1,1,...` costs nothing however long it is.
+        let count = spec.split(',').count();
+        if count > steps {
+            return Err(ApiError::bad_request(
+                "bad_steps",
+                format!("steps lists {count} steps; the model runs {steps}"),
+            ));
+        }
+        let list = spec
+            .split(',')
             .map(|s| num(s, usize::MAX))
-            .collect::<Result<Vec<_>, _>>()?
+            .collect::<Result<Vec<_>, _>>()?;
+        list
     };
     if let Some(bad) = list.iter().find(|&&t| t >= steps) {
         return Err(out_of_range(format!(
             "step {bad} is out of range: the model runs steps 0..{steps} (0 to {})",
             steps - 1
         )));
+    }
+    // Repeats would multiply the answer, and an npz answer has no value limit.
+    let mut seen = vec![false; steps];
+    for &t in &list {
+        if std::mem::replace(&mut seen[t], true) {
+            return Err(ApiError::bad_request(
+                "bad_steps",
+                format!("steps {} names step {t} more than once", quote(spec)),
+            ));
+        }
     }
     Ok(list)
 }
@@ -68,12 +90,18 @@ pub fn parse_window_ms(spec: &str, steps: usize, step_ms: f64) -> Result<Vec<usi
     let bad = || {
         ApiError::bad_request(
             "bad_window",
-            format!("window_ms {spec:?} must be START:END in milliseconds"),
+            format!(
+                "window_ms {} must be START:END in milliseconds",
+                quote(spec)
+            ),
         )
     };
     let (a, b) = spec.split_once(':').ok_or_else(bad)?;
     let a: f64 = a.trim().parse().map_err(|_| bad())?;
     let b: f64 = b.trim().parse().map_err(|_| bad())?;
+    if a.is_nan() || b.is_nan() {
+        return Err(bad());
+    }
     let list: Vec<usize> = (0..steps)
         .filter(|&t| {
             let start = t as f64 * step_ms;
@@ -82,7 +110,8 @@ pub fn parse_window_ms(spec: &str, steps: usize, step_ms: f64) -> Result<Vec<usi
         .collect();
     if list.is_empty() {
         return Err(out_of_range(format!(
-            "window_ms {spec:?} holds no step: steps start every {step_ms} ms from 0 to {} ms",
+            "window_ms {} holds no step: steps start every {step_ms} ms from 0 to {} ms",
+            quote(spec),
             (steps - 1) as f64 * step_ms
         )));
     }
@@ -111,7 +140,8 @@ pub fn parse_layers(spec: Option<&str>, meta: &ModelMetadata) -> Result<Vec<Stri
             return Err(ApiError::bad_request(
                 "unknown_layer",
                 format!(
-                    "layer {name:?} does not exist (layers: {}, or logits)",
+                    "layer {} does not exist (layers: {}, or logits)",
+                    quote(name),
                     known.join(", ")
                 ),
             ));
@@ -171,6 +201,44 @@ mod tests {
         );
         assert_eq!(parse_steps("x", 4).unwrap_err().code(), "bad_steps");
         assert_eq!(parse_steps("3:1", 4).unwrap_err().code(), "bad_steps");
+    }
+
+    #[test]
+    fn hostile_step_specs_are_refused_without_building_them() {
+        let huge = format!("0:{}", u64::MAX);
+        assert_eq!(
+            parse_steps(&huge, 4).unwrap_err().code(),
+            "step_out_of_range"
+        );
+        assert_eq!(
+            parse_steps(&format!("{}", u64::MAX), 4).unwrap_err().code(),
+            "step_out_of_range"
+        );
+        assert_eq!(
+            parse_steps("18446744073709551616", 4).unwrap_err().code(),
+            "bad_steps"
+        );
+        // Repeats would multiply the answer; a list longer than the model is refused uncounted.
+        assert_eq!(parse_steps("1,1", 4).unwrap_err().code(), "bad_steps");
+        let repeated = vec!["1"; 1_000_000].join(",");
+        assert_eq!(parse_steps(&repeated, 4).unwrap_err().code(), "bad_steps");
+        assert_eq!(parse_steps("3,0,2,1", 4).unwrap(), vec![3, 0, 2, 1]);
+        assert_eq!(
+            parse_window_ms("NaN:10", 4, 10.0).unwrap_err().code(),
+            "bad_window"
+        );
+        assert_eq!(
+            parse_window_ms("0:NaN", 4, 10.0).unwrap_err().code(),
+            "bad_window"
+        );
+        assert_eq!(
+            parse_window_ms("-inf:inf", 4, 10.0).unwrap(),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            parse_window_ms("1e308:1e309", 4, 10.0).unwrap_err().code(),
+            "step_out_of_range"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl V2Error {
         .then_some(1);
         Self {
             status,
-            message: message.into(),
+            message: crate::api::error::clip_message(message.into()),
             retry_after,
         }
     }

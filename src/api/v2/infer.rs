@@ -14,26 +14,28 @@ use serde_json::{Map, Value};
 use super::error::V2Error;
 use super::protocol::{self, InferRequest, InferResponse, ResponseOutput, BYTES, FP32};
 use super::{resolve, IMAGES_INPUT, MODEL_VERSION};
+use crate::api::error::quote;
 use crate::api::inference::{
     off_the_async_threads, run_images, timing_headers, INLINE_JSON_VALUES,
 };
 use crate::api::input::{within_body_deadline, ImagePayload};
 use crate::api::AppState;
 use crate::engine::{FrameSource, ItemResult, Stimulus};
-use crate::model::{ModelInfo, INPUT_NAME};
+use crate::model::{ModelInfo, ModelMetadata, INPUT_NAME};
 use crate::presentation::Presentation;
 
 /// What one request asks the engine for.
-enum Work {
+pub enum Work {
     Stimuli(Vec<Stimulus>),
     Images(Vec<Bytes>),
 }
 
-/// Decodes the request's one input into stimuli (frames) or encoded images.
-fn decode_inputs(
-    state: &AppState,
-    info: &ModelInfo,
-    request: &InferRequest,
+/// Decodes the request's one input into stimuli (frames) or encoded images, at most `max_rows`
+/// of them. Every size is checked against the model and the limit before values are kept.
+pub fn decode_inputs(
+    m: &ModelMetadata,
+    max_rows: usize,
+    request: &InferRequest<'_>,
     binary: Bytes,
 ) -> Result<Work, V2Error> {
     let mut cursor = protocol::BinaryCursor::new(binary);
@@ -44,13 +46,12 @@ fn decode_inputs(
             return Err(V2Error::bad_request(format!(
                 "send exactly one input, {INPUT_NAME:?} or {IMAGES_INPUT:?}; got {}",
                 many.iter()
-                    .map(|i| format!("{:?}", i.name))
+                    .map(|i| quote(&i.name))
                     .collect::<Vec<_>>()
                     .join(", ")
             )))
         }
     };
-    let max_rows = state.limits.max_images_per_request;
     let rows_ok = |n: usize| -> Result<(), V2Error> {
         if n == 0 {
             return Err(V2Error::bad_request(format!(
@@ -66,13 +67,12 @@ fn decode_inputs(
         }
         Ok(())
     };
-    let m = &info.metadata;
     let work = match input.name.as_str() {
         INPUT_NAME => {
             if input.datatype != FP32 {
                 return Err(V2Error::bad_request(format!(
-                    "input {INPUT_NAME:?} must be {FP32}, not {:?}",
-                    input.datatype
+                    "input {INPUT_NAME:?} must be {FP32}, not {}",
+                    quote(&input.datatype)
                 )));
             }
             let want = [
@@ -109,8 +109,8 @@ fn decode_inputs(
         IMAGES_INPUT => {
             if input.datatype != BYTES {
                 return Err(V2Error::bad_request(format!(
-                    "input {IMAGES_INPUT:?} must be {BYTES}, not {:?}",
-                    input.datatype
+                    "input {IMAGES_INPUT:?} must be {BYTES}, not {}",
+                    quote(&input.datatype)
                 )));
             }
             if input.shape.len() != 1 || input.shape[0] < 0 {
@@ -132,8 +132,9 @@ fn decode_inputs(
         }
         other => {
             return Err(V2Error::bad_request(format!(
-                "unknown input {other:?}; the model takes {INPUT_NAME:?} ({FP32}) or \
-                 {IMAGES_INPUT:?} ({BYTES})"
+                "unknown input {}; the model takes {INPUT_NAME:?} ({FP32}) or \
+                 {IMAGES_INPUT:?} ({BYTES})",
+                quote(other)
             )))
         }
     };
@@ -144,7 +145,7 @@ fn decode_inputs(
 /// The outputs to return, in order, each with whether it goes binary.
 fn select_outputs(
     info: &ModelInfo,
-    request: &InferRequest,
+    request: &InferRequest<'_>,
 ) -> Result<Vec<(String, bool)>, V2Error> {
     let default_binary =
         protocol::bool_param(request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
@@ -162,15 +163,15 @@ fn select_outputs(
     for output in requested {
         if !known.contains(&output.name.as_str()) {
             return Err(V2Error::bad_request(format!(
-                "unknown output {:?} (outputs: {})",
-                output.name,
+                "unknown output {} (outputs: {})",
+                quote(&output.name),
                 known.join(", ")
             )));
         }
         if chosen.iter().any(|(n, _)| n == &output.name) {
             return Err(V2Error::bad_request(format!(
-                "output {:?} is requested twice",
-                output.name
+                "output {} is requested twice",
+                quote(&output.name)
             )));
         }
         let params = output.parameters.as_ref();
@@ -217,11 +218,13 @@ pub(super) async fn infer(
         .filter_map(|(name, _)| info.item_shape(name))
         .map(|s| s.iter().product::<usize>())
         .sum();
-    let work = decode_inputs(&state, &info, &req, split.binary)?;
-    let rows = match &work {
-        Work::Stimuli(s) => s.len(),
-        Work::Images(i) => i.len(),
-    };
+    // The answer's size is known from the shape's rows; checked before the input is decoded.
+    let rows = req
+        .inputs
+        .first()
+        .and_then(|i| i.shape.first())
+        .and_then(|&n| usize::try_from(n).ok())
+        .unwrap_or(0);
     if json_values.saturating_mul(rows) > state.limits.max_json_values {
         return Err(V2Error::bad_request(format!(
             "the JSON answer would hold {} values (limit {}): ask for fewer outputs or for \
@@ -230,6 +233,12 @@ pub(super) async fn infer(
             state.limits.max_json_values
         )));
     }
+    let work = decode_inputs(
+        &info.metadata,
+        state.limits.max_images_per_request,
+        &req,
+        split.binary,
+    )?;
     let names: Vec<String> = outputs.iter().map(|(n, _)| n.clone()).collect();
     let results: Vec<ItemResult> = match work {
         Work::Stimuli(stimuli) => {

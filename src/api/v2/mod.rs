@@ -19,7 +19,7 @@
 
 pub mod docs;
 pub mod error;
-mod infer;
+pub mod infer;
 pub mod protocol;
 
 use std::collections::HashMap;
@@ -30,6 +30,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use super::error::quote;
 use super::inference::model_info;
 use super::AppState;
 use crate::model::{ModelInfo, INPUT_NAME};
@@ -89,7 +90,9 @@ fn resolve(state: &AppState, params: &HashMap<String, String>) -> Result<Arc<Mod
     if let Some(version) = params.get("version") {
         if version != MODEL_VERSION {
             return Err(V2Error::not_found(format!(
-                "model {name:?} has no version {version:?} (versions: {MODEL_VERSION})"
+                "model {} has no version {} (versions: {MODEL_VERSION})",
+                quote(name),
+                quote(version)
             )));
         }
     }
