@@ -20,6 +20,12 @@ cargo check --locked --features cuda
 step "rust: tests"
 cargo test --locked
 
+step "rust: fuzz the input parsers (short run; FUZZ_SECONDS=0 skips it)"
+# The corpus replay runs in `cargo test` either way (tests/fuzz_corpus.rs).
+if [ "${FUZZ_SECONDS:-120}" != 0 ]; then
+  scripts/fuzz.sh "${FUZZ_SECONDS:-120}"
+fi
+
 if [ -d tests/python ]; then
   step "python: client tests against the server"
   # The binary `cargo test` just built, not a possibly stale release build.

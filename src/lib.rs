@@ -20,6 +20,8 @@ pub mod backend;
 pub mod config;
 pub mod engine;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod inspect;
 pub mod metrics;
