@@ -19,8 +19,11 @@ use crate::image::{self, Limits, Preprocess};
 use crate::model::ModelMetadata;
 use crate::presentation::Presentation;
 
+/// A fuzz target: arbitrary bytes in, nothing out.
+pub type Target = fn(&[u8]);
+
 /// The targets, by the name of their corpus directory.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("image", image_path),
     ("options", options),
     ("multipart", multipart),
@@ -148,13 +151,20 @@ pub fn multipart(data: &[u8]) {
         .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XB")
         .body(Body::from(Bytes::copy_from_slice(data)))
         .expect("a static request is valid");
-    futures::executor::block_on(async {
-        let Ok(form) = Multipart::from_request(request, &()).await else {
-            return;
-        };
-        if let Ok(payload) = input::read_multipart(form, 64).await {
-            assert!(payload.images.len() <= 64);
-        }
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime starts");
+    }
+    RUNTIME.with(|rt| {
+        rt.block_on(async {
+            let Ok(form) = Multipart::from_request(request, &()).await else {
+                return;
+            };
+            if let Ok(payload) = input::read_multipart(form, 64).await {
+                assert!(payload.images.len() <= 64);
+            }
+        })
     });
 }
 
@@ -182,7 +192,7 @@ pub fn v2_body(data: &[u8]) {
 }
 
 /// Runs `target` on every file of `dir` (a corpus directory); returns how many it ran.
-pub fn replay(dir: &std::path::Path, target: fn(&[u8])) -> std::io::Result<usize> {
+pub fn replay(dir: &std::path::Path, target: Target) -> std::io::Result<usize> {
     let mut files: Vec<_> = std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;

@@ -49,9 +49,10 @@ pub const MAX_OUTPUTS: usize = 1024;
 /// Most dimensions a shape may have.
 pub const MAX_DIMS: usize = 32;
 
-/// An inference request, read straight from the body: `data` stays raw JSON text until its
-/// shape has been checked, and `parameters` keep only the keys the server reads, so no part of a
-/// body turns into a tree of values many times its size.
+// An inference request, read straight from the body: `data` stays raw JSON text until its shape
+// has been checked, and `parameters` keep only the keys the server reads, so no part of a body
+// turns into a tree of values many times its size. (A comment, not a doc comment: doc comments
+// become the OpenAPI description.)
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct InferRequest<'a> {
     #[serde(default)]
@@ -423,7 +424,7 @@ pub fn input_data<'a>(
             "input {:?} has both `data` and binary_data_size",
             input.name
         ))),
-        (Some(data), None) => Ok(InputData::Json(*data)),
+        (Some(data), None) => Ok(InputData::Json(data)),
         (None, Some(size)) => Ok(InputData::Binary(cursor.take(&input.name, size)?)),
         (None, None) => Err(V2Error::bad_request(format!(
             "input {:?} has neither `data` nor parameters.binary_data_size",
@@ -780,12 +781,12 @@ mod tests {
             "other": [1, 2, {"deep": [3]}]
         }))
         .unwrap();
+        assert!(!p.contains_key("other"));
         let p = Some(&p);
         assert_eq!(bool_param(p, "binary_data").unwrap(), Some(true));
         assert!(bool_param(p, "binary_data_output").is_err());
         assert_eq!(usize_param(p, "binary_data_size").unwrap(), Some(3));
         assert!(usize_param(p, "binary_data").is_err());
-        assert!(!p.unwrap().contains_key("other"));
         assert_eq!(usize_param(p, "classification").unwrap(), None);
     }
 
