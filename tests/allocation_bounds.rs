@@ -97,7 +97,7 @@ impl Harness {
         args.intra_threads = 1;
         let metrics = Arc::new(convrnn_serve::metrics::Metrics::new());
         let engine = convrnn_serve::start_engine(&args, metrics.clone()).unwrap();
-        let state = convrnn_serve::app_state(&args, engine, metrics);
+        let state = convrnn_serve::app_state(&args, engine, metrics, None);
         let router = convrnn_serve::api::router(state);
         Self {
             runtime,
