@@ -22,8 +22,8 @@ cargo test --locked
 
 step "rust: fuzz the input parsers (short run; FUZZ_SECONDS=0 skips it)"
 # The corpus replay runs in `cargo test` either way (tests/fuzz_corpus.rs).
-if [ "${FUZZ_SECONDS:-120}" != 0 ]; then
-  scripts/fuzz.sh "${FUZZ_SECONDS:-120}"
+if [ "${FUZZ_SECONDS:-60}" != 0 ]; then
+  FUZZ_BUILD=dev scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 fi
 
 if [ -d tests/python ]; then
