@@ -69,7 +69,10 @@ impl LocalSource {
                 ort_backend::OrtBackend::new(info, device, &options)
                     .map(|b| Box::new(b) as Box<dyn Backend>)
             });
-        let metadata = info.metadata.clone();
+        // With the defaults filled in as `/v1/models` reports them, so that both modes record
+        // the same metadata.
+        let mut metadata = info.metadata.clone();
+        metadata.visual_degrees = Some(metadata.visual_degrees());
         let engine = Engine::start(
             vec![info],
             factory,
