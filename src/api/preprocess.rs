@@ -42,16 +42,15 @@ fn to_rgb8(values: &[f32], input: &InputSpec) -> Vec<u8> {
     tag = "inference",
     params(("model" = String, Path, description = "Model name", example = "rgc_fmnist")),
     request_body(
-        description = "One encoded image (JPEG, PNG, WebP, BMP, TIFF), a multipart part, or JSON",
+        description = "Exactly one encoded image (JPEG, PNG, WebP, BMP, TIFF) as the raw body, sent as `application/octet-stream` or with its own `image/*` type; or one `multipart/form-data` image part; or JSON with one base64 image. No options and no mask",
         content(
-            (Vec<u8> = "image/png"),
-            (Vec<u8> = "image/jpeg"),
-            (Vec<u8> = "multipart/form-data"),
+            (super::input::ImageBytes = "application/octet-stream"),
+            (super::input::MultipartImages = "multipart/form-data"),
             (super::input::JsonImages = "application/json"),
         )
     ),
     responses(
-        (status = 200, description = "The model-sized image, RGB", content_type = "image/png", body = Vec<u8>),
+        (status = 200, description = "The model-sized image, RGB", content_type = "image/png", body = super::input::ImageBytes),
         (status = 400, description = "Bad image, or not exactly one image", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 413, description = "Body or image too large", body = ErrorBody),
