@@ -69,34 +69,13 @@ type Npy = (Vec<usize>, String, Vec<u8>);
 
 fn npy(path: &Path) -> Npy {
     let bytes = std::fs::read(path).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     assert_eq!(
         (10 + header_len) % 64,
         0,
         "payload aligned for memory mapping"
     );
-    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
-    let descr = header
-        .split("'descr': '")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap();
-    let shape = header
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    (shape, descr.to_string(), bytes[10 + header_len..].to_vec())
+    common::read_npy(&bytes)
 }
 
 /// Every `.npy` of the extraction, by file name.

@@ -401,6 +401,34 @@ pub fn huge_png_header(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
+/// A `.npy` read by hand: (shape, descr, little-endian payload bytes).
+pub fn read_npy(data: &[u8]) -> (Vec<usize>, String, Vec<u8>) {
+    assert_eq!(&data[..6], b"\x93NUMPY");
+    let header_len = u16::from_le_bytes([data[8], data[9]]) as usize;
+    let header = std::str::from_utf8(&data[10..10 + header_len]).unwrap();
+    let descr = header
+        .split("'descr': '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string();
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (shape, descr, data[10 + header_len..].to_vec())
+}
+
 /// A parsed `.npz`: name → (shape, little-endian payload bytes), read by hand so the test does
 /// not trust the writer it is testing.
 pub fn read_npz(bytes: &[u8]) -> std::collections::BTreeMap<String, (Vec<usize>, String, Vec<u8>)> {
@@ -416,34 +444,7 @@ pub fn read_npz(bytes: &[u8]) -> std::collections::BTreeMap<String, (Vec<usize>,
         let extra_len = u16at(pos + 28);
         let name = String::from_utf8(bytes[pos + 30..pos + 30 + name_len].to_vec()).unwrap();
         let data = &bytes[pos + 30 + name_len + extra_len..pos + 30 + name_len + extra_len + size];
-        assert_eq!(&data[..6], b"\x93NUMPY");
-        let header_len = u16::from_le_bytes([data[8], data[9]]) as usize;
-        let header = std::str::from_utf8(&data[10..10 + header_len]).unwrap();
-        let descr = header
-            .split("'descr': '")
-            .nth(1)
-            .unwrap()
-            .split('\'')
-            .next()
-            .unwrap()
-            .to_string();
-        let shape_text = header
-            .split("'shape': (")
-            .nth(1)
-            .unwrap()
-            .split(')')
-            .next()
-            .unwrap();
-        let shape: Vec<usize> = shape_text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().unwrap())
-            .collect();
-        out.insert(
-            name.trim_end_matches(".npy").to_string(),
-            (shape, descr, data[10 + header_len..].to_vec()),
-        );
+        out.insert(name.trim_end_matches(".npy").to_string(), read_npy(data));
         pos += 30 + name_len + extra_len + size;
     }
     out
