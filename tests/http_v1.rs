@@ -98,6 +98,40 @@ async fn model_listing_and_description() {
 }
 
 #[tokio::test]
+async fn a_model_with_feedback_lists_its_feedback_edges_and_serves() {
+    let s = TestServer::start(|a| a.model_dir = fixture_dir().join("feedback")).await;
+    let m: Value = s
+        .get("/v1/models/tiny_feedback")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers[1]["name"], "conv2");
+    assert_eq!(layers[1]["feedback_from"], serde_json::json!(["conv3"]));
+    // Layers without feedback leave the field out rather than sending an empty list.
+    assert!(layers[0].get("feedback_from").is_none());
+    assert!(layers[2].get("feedback_from").is_none());
+    let answer = post_image(
+        &s,
+        &s.url("/v1/models/tiny_feedback/classify?per_timestep=true"),
+        png(16, 16, 3),
+        "image/png",
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(
+        answer["results"][0]["per_timestep"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn classify_answers_the_same_for_raw_multipart_and_json() {
     let s = TestServer::start(|_| {}).await;
     let image = png(40, 30, 7);

@@ -91,6 +91,8 @@ class Cell(nn.Module):
     (the state lives at the cell's input spatial size)."""
 
     kind = "cell"
+    # Only cells with feedback weights take long-range feedback; the others would drop it silently.
+    accepts_feedback = False
     state_channels: tuple = ()
     out_channels: int = 0
 
@@ -313,6 +315,7 @@ class RGCMedian(Cell):
     with A = 0.9219348064291611, B = 0.7006566684988862; the gates read the previous c and h. State (c, h)."""
 
     kind = "rgc_median"
+    accepts_feedback = True
 
     def __init__(self, in_channels, res_channels=None, fb_channels=0, cell_depth=64,
                  input_to_cell_k=2, input_to_out_k=3, gate_k=7,

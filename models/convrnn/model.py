@@ -116,6 +116,9 @@ class Layer(nn.Module):
         cell = dict(spec.get("cell", {"type": "feedforward"}))
         ctype = cell.pop("type")
         self.cell_type = ctype
+        if fb_channels and not CELLS[ctype].accepts_feedback:
+            raise ValueError(f"{self.name}: a {ctype} cell has no feedback input, "
+                             "but the config sends it long-range feedback")
         self.cell = CELLS[ctype](in_channels=c, res_channels=in_channels,
                                  fb_channels=fb_channels, spatial=(h, w), **cell)
         self.cell_size = (h, w)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from convrnn import build_model, list_archs
+from convrnn.model import ConvRNN, load_config
 from convrnn.contract import validate
 from convrnn.export import build_metadata, compare_ort, export_onnx, read_metadata
 from convrnn.onnx_rewrites import elu_as_elementwise, input_driven
@@ -70,6 +71,25 @@ def test_committed_fixture(models_dir):
     # the file is what the config + seed 0 produce
     m = build_model("tiny_fixture", seed=0).eval()
     assert compare_ort(m, path, batches=(1, 3)) <= 1e-4
+
+
+def test_committed_feedback_fixture(models_dir):
+    path = os.path.join(models_dir, "..", "tests", "fixtures", "feedback", "tiny_feedback.onnx")
+    meta = validate(path)
+    assert "untrained" in meta["description"].lower()
+    assert os.path.getsize(path) < 500_000
+    by_name = {l["name"]: l for l in meta["layers"]}
+    assert by_name["conv2"]["feedback_from"] == ["conv3"]
+    assert "feedback_from" not in by_name["conv1"] and "feedback_from" not in by_name["conv3"]
+    m = build_model("tiny_feedback", seed=0).eval()
+    assert compare_ort(m, path, batches=(1, 3)) <= 1e-4
+
+
+def test_feedback_into_a_cell_without_feedback_weights_is_refused():
+    cfg = load_config("tiny_fixture")
+    cfg["feedback"] = [["conv3", "conv2"]]
+    with pytest.raises(ValueError, match="conv2: a rgc cell has no feedback input"):
+        ConvRNN(cfg)
 
 
 @pytest.mark.parametrize("name", ["ff_fmnist", "simplernn_fmnist"])

@@ -116,6 +116,10 @@ pub struct LayerSpec {
     pub cell: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Later layers whose previous-step output this layer receives as long-range feedback,
+    /// in the order their channels are concatenated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback_from: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -230,6 +234,25 @@ impl ModelMetadata {
                 ));
             }
         }
+        for (at, layer) in self.layers.iter().enumerate() {
+            for source in &layer.feedback_from {
+                match self.layers.iter().position(|l| &l.name == source) {
+                    Some(from) if from > at => {}
+                    Some(_) => {
+                        return bad(format!(
+                            "layer {:?}: feedback_from {source:?} is not a later layer",
+                            layer.name
+                        ))
+                    }
+                    None => {
+                        return bad(format!(
+                            "layer {:?}: feedback_from names no layer: {source:?}",
+                            layer.name
+                        ))
+                    }
+                }
+            }
+        }
         if self.readout.rule == ReadoutRule::Threshold && self.readout.threshold.is_none() {
             return bad("readout.rule=threshold needs readout.threshold".into());
         }
@@ -295,6 +318,33 @@ pub(crate) mod tests {
         assert_eq!(m.input.resize, ResizePolicy::ShorterSideThenCenterCrop);
         assert_eq!(m.input.grayscale, GrayscalePolicy::Replicate);
         assert_eq!(m.readout.rule, ReadoutRule::Last);
+    }
+
+    #[test]
+    fn feedback_edges_are_kept_and_must_come_from_a_later_layer() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample_json()).unwrap();
+        v["layers"][0]["feedback_from"] = serde_json::json!(["conv2"]);
+        let m = ModelMetadata::from_json(&v.to_string()).unwrap();
+        assert_eq!(m.layers[0].feedback_from, ["conv2"]);
+        assert!(m.layers[1].feedback_from.is_empty());
+        let back = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            back["layers"][0]["feedback_from"],
+            serde_json::json!(["conv2"])
+        );
+        assert!(back["layers"][1].get("feedback_from").is_none());
+        for (layer, source, says) in [
+            (1, "conv1", "is not a later layer"),
+            (1, "conv2", "is not a later layer"),
+            (0, "conv9", "names no layer"),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(&sample_json()).unwrap();
+            v["layers"][layer]["feedback_from"] = serde_json::json!([source]);
+            let err = ModelMetadata::from_json(&v.to_string())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says) && err.contains(source), "{err}");
+        }
     }
 
     #[test]

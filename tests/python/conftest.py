@@ -25,10 +25,11 @@ def server_binary() -> pathlib.Path:
     explicit = os.environ.get("CONVRNN_SERVE_BIN")
     if explicit:
         return pathlib.Path(explicit)
-    for profile in ("release", "debug"):
-        candidate = ROOT / "target" / profile / "convrnn-serve"
-        if candidate.exists():
-            return candidate
+    # The newest build: a release binary left from an earlier benchmark may predate the code.
+    built = [p for p in (ROOT / "target" / profile / "convrnn-serve" for profile in ("release", "debug"))
+             if p.exists()]
+    if built:
+        return max(built, key=lambda p: p.stat().st_mtime)
     pytest.fail("no convrnn-serve binary: run `cargo build` or set CONVRNN_SERVE_BIN")
 
 

@@ -1,8 +1,9 @@
 """The page at `/` in a real browser (Debian `chromium` and `chromium-driver`, driven by Selenium):
 a Fashion-MNIST test image uploaded through the file input is classified as the API classifies
 it, the plots have one point per step, the layer heat map moves with the time slider, a new
-presentation changes the probabilities, the API's errors are shown in its words, a 401 makes the
-page ask for a key and retry with it, and the console stays clean. Screenshots go to
+presentation changes the probabilities, the API's errors are shown in its words, a server that
+requires an API key makes the page ask for it and retry with it, feedback edges are drawn, and the
+console stays clean. Screenshots go to
 target/page-test/ (or $PAGE_TEST_OUT)."""
 
 import gzip
@@ -277,36 +278,78 @@ def test_page_shows_the_decision_and_the_layers_unfold(page_server, browser, tmp
     assert all("status of 400" in e for e in logs), "\n".join(logs)
 
 
-def test_page_asks_for_a_key_on_401_and_retries_with_it(page_server, browser):
-    # The server has no keys yet, so stand in for one that has: every request without the key
-    # gets a 401 in the API's error format.
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory):
+    # A server that requires an API key, serving the fixture with long-range feedback.
+    keys = tmp_path_factory.mktemp("keys") / "api-keys"
+    keys.write_text("s3cret\n")
+    models = tmp_path_factory.mktemp("keyed-models")
+    (models / "tiny_feedback.onnx").symlink_to(FIXTURES / "feedback" / "tiny_feedback.onnx")
+    s = Server("--api-key-file", str(keys), model_dir=models)
+    yield s
+    s.stop()
+
+
+def test_page_asks_for_a_key_on_401_and_retries_with_it(keyed_server, browser, tmp_path):
+    # The server's own 401s: the page asks for the key, keeps asking while it is wrong, then
+    # sends it with every request.
+    base = keyed_server.base
     driver = browser
-    driver.get(page_server.base + "/")
-    driver.execute_script("""
-        const real = window.fetch;
-        window.seenKeys = [];
-        window.fetch = (url, init = {}) => {
-          const auth = new Headers(init.headers || {}).get("Authorization");
-          window.seenKeys.push(auth);
-          if (auth !== "Bearer s3cret") {
-            return Promise.resolve(new Response(
-              JSON.stringify({error: "missing or invalid API key", code: "unauthorized"}),
-              {status: 401, headers: {"content-type": "application/json"}}));
-          }
-          return real(url, init);
-        };
-        sessionStorage.clear();
-        document.getElementById("model").replaceChildren();
-        loadModels().catch(showError);
-    """)
+    driver.get(base + "/")
     form = driver.find_element("id", "keyform")
     wait(driver, form.is_displayed, "the key form")
     key = driver.find_element("id", "apikey")
     assert driver.switch_to.active_element == key
+    key.send_keys("wrong\n")
+    # The wrong key is refused by the server and the form comes back.
+    wait(driver, lambda: form.is_displayed() and driver.execute_script(
+        "return sessionStorage.getItem('convrnn-api-key')") == "wrong", "the key form again")
+    key.clear()
     key.send_keys("s3cret\n")
-    wait(driver, lambda: driver.execute_script("return document.getElementById('model').options.length") == 2,
+    wait(driver, lambda: driver.execute_script("return document.getElementById('model').options.length") == 1,
          "the model list after the key")
     assert not form.is_displayed()
-    assert driver.execute_script("return window.seenKeys.slice(-1)[0]") == "Bearer s3cret"
+    image = tmp_path / "fmnist-test.png"
+    image.write_bytes(fmnist_png(TEST_INDEX))
+    driver.find_element("id", "file").send_keys(str(image))
+    settle(driver)
+    assert len(top5(driver)) == 5
     assert not driver.find_element("id", "error").is_displayed()
+    # Only the first request and the wrong key were refused.
+    logs = severe_logs(driver)
+    assert all("status of 401" in e for e in logs) and len(logs) <= 2, "\n".join(logs)
 
+
+def test_page_draws_feedback_edges(keyed_server, page_server, browser):
+    from selenium.webdriver.support.ui import Select
+
+    def edges():
+        return driver.execute_script("""
+            return [...document.querySelectorAll("#arch g.feedback")]
+                .map((g) => [g.dataset.from, g.dataset.to, g.querySelector("title").textContent]);
+        """)
+
+    # The keyed server's model feeds conv3 back into conv2 (the key is in this tab's session).
+    driver = browser
+    driver.get(keyed_server.base + "/")
+    wait(driver, lambda: driver.execute_script("return document.getElementById('model').options.length") == 1,
+         "the model list")
+    layers = {l["name"]: l for l in keyed_server_model(keyed_server)["layers"]}
+    want = [[src, name] for name, l in layers.items() for src in l.get("feedback_from", [])]
+    assert want == [["conv3", "conv2"]]
+    wait(driver, lambda: [e[:2] for e in edges()] == want, "the feedback arc")
+    assert "feedback from conv3 to conv2" in edges()[0][2]
+    # A model without feedback draws none.
+    driver.get(page_server.base + "/")
+    wait(driver, lambda: len(Select(driver.find_element("id", "model")).options) == 2, "the model list")
+    Select(driver.find_element("id", "model")).select_by_value("rgc_fmnist")
+    wait(driver, lambda: driver.execute_script(
+        "return document.querySelectorAll('#arch g.node.layer').length") == 4, "rgc_fmnist's graph")
+    assert edges() == []
+
+
+def keyed_server_model(server):
+    req = urllib.request.Request(server.base + "/v1/models/tiny_feedback",
+                                 headers={"Authorization": "Bearer s3cret"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)

@@ -675,7 +675,10 @@ function drawArchitecture() {
     { name: "readout", sub: `${m.labels.length} classes` }];
   const w = 92, gap = 26, h = 54, top = 26;
   const width = nodes.length * w + (nodes.length - 1) * gap + 8;
-  svg.setAttribute("viewBox", `0 0 ${width} ${h + top + 22}`);
+  const feedback = m.layers.flatMap((l) => (l.feedback_from || []).map((from) => ({ from, to: l.name })));
+  const depth = (f) => 14 + 10 * Math.abs(nodes.findIndex((n) => n.name === f.from) - nodes.findIndex((n) => n.name === f.to));
+  const below = feedback.length ? Math.max(...feedback.map(depth)) + 6 : 0;
+  svg.setAttribute("viewBox", `0 0 ${width} ${h + top + 22 + below}`);
   svg.replaceChildren();
   const selected = $("layer").value;
   nodes.forEach((n, i) => {
@@ -703,6 +706,17 @@ function drawArchitecture() {
     if (n.layer) {
       g.append(svgText(x + w / 2, top + h + 16, `driven from ${n.layer.first_driven_step * m.time.step_ms} ms`, { "text-anchor": "middle", class: "tick" }));
     }
+    svg.append(g);
+  });
+  // Long-range feedback: a dashed arc under the nodes from the later layer back to the earlier one.
+  const centre = (name) => 4 + nodes.findIndex((n) => n.name === name) * (w + gap) + w / 2;
+  const y0 = top + h + 22;
+  feedback.forEach((f) => {
+    const xs = centre(f.from) - 8, xt = centre(f.to) + 8, y1 = y0 + depth(f);
+    const g = el("g", { class: "feedback", "data-from": f.from, "data-to": f.to });
+    g.append(el("title", {}, `feedback from ${f.from} to ${f.to} (one step later)`));
+    g.append(el("path", { d: `M${xs},${y0} C${xs},${y1} ${xt},${y1} ${xt},${y0 + 6}`, class: "feedback-edge" }));
+    g.append(el("path", { d: `M${xt},${y0} l-4,7 h8 z`, class: "feedback-arrow" }));
     svg.append(g);
   });
 }
