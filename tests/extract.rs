@@ -434,3 +434,101 @@ fn refuses_a_run_that_would_fill_the_disk() {
     ]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server whose worker takes `delay_ms` a batch (the engine runs one image a batch here) and
+/// whose requests expire after `deadline_ms`.
+async fn slow_server(delay_ms: u64, deadline_ms: u64) -> common::TestServer {
+    let fake = common::Fake {
+        delay: std::time::Duration::from_millis(delay_ms),
+        sessions: 1,
+        ..common::Fake::default()
+    };
+    let server = common::TestServer::fake(fake, |a| {
+        a.request_timeout_ms = deadline_ms;
+        a.max_batch_size = 3;
+    })
+    .await;
+    server.wait_ready().await;
+    server
+}
+
+#[tokio::test]
+async fn a_slow_server_gets_fewer_requests_at_once_instead_of_endless_504s() {
+    // Each image takes 300 ms on one worker and requests expire at 1 s: of four requests of one
+    // image sent at once the fourth cannot finish in time, three can.
+    let server = slow_server(300, 1000).await;
+    let dir = scratch("deadline");
+    let imgs = images(&dir, 8, None).display().to_string();
+    let out = dir.join("out").display().to_string();
+    let base = server.base.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        extract(&[
+            "--server",
+            &base,
+            "--model",
+            "tiny_convrnn",
+            "--images",
+            &imgs,
+            "--out",
+            &out,
+            "--batch",
+            "1",
+            "--concurrency",
+            "4",
+        ])
+    })
+    .await
+    .unwrap();
+    let run = ok(run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("request deadline passed") && stderr.contains("at a time from now on"),
+        "{stderr}"
+    );
+    let m = manifest(&dir.join("out"));
+    assert_eq!(m["complete"], true);
+    assert!(
+        m["failures"].as_array().unwrap().is_empty(),
+        "{}",
+        m["failures"]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_outlasts_the_deadline_alone_stops_the_run_with_advice() {
+    let server = slow_server(700, 300).await;
+    let dir = scratch("deadline-alone");
+    let imgs = images(&dir, 3, None).display().to_string();
+    let out = dir.join("out").display().to_string();
+    let base = server.base.clone();
+    let started = std::time::Instant::now();
+    let run = tokio::task::spawn_blocking(move || {
+        extract(&[
+            "--server",
+            &base,
+            "--model",
+            "tiny_convrnn",
+            "--images",
+            &imgs,
+            "--out",
+            &out,
+            "--batch",
+            "3",
+            "--concurrency",
+            "1",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("outlasts the server's request deadline")
+            && stderr.contains("--request-timeout-ms"),
+        "{stderr}"
+    );
+    // Three deadline answers and their back-off, not the ten minutes an overloaded server gets.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    server.stop().await;
+}

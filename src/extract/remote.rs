@@ -2,8 +2,11 @@
 //! `Accept: application/x-npz`), several in flight. The server pools `mean`/`max` itself (less to
 //! send); everything else arrives raw and is reduced here with the same code as in-process.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use super::plan::Plan;
 use super::reduce::{reduce_row, server_pool, StepForm};
@@ -15,12 +18,38 @@ use crate::pool::Pool;
 const NPZ: &str = "application/x-npz";
 /// How long a batch keeps retrying while the server sheds load (429) or restarts (503).
 const RETRY_FOR: Duration = Duration::from_secs(600);
+/// Deadline answers (504) a batch tolerates alone on the wire before the run stops: past that,
+/// the batch itself takes longer than the server's deadline and retrying cannot help.
+const TIMEOUTS_ALONE: u32 = 3;
 
 pub struct RemoteSource {
     client: reqwest::Client,
     base: String,
     model: String,
     api_key: Option<String>,
+    /// Requests allowed on the wire; a permit is forgotten each time the server's deadline
+    /// passes with several in flight, so a slow server gets fewer at once instead of 504s.
+    in_flight: Semaphore,
+    limit: AtomicUsize,
+    /// Requests sent and not yet answered (stragglers from before a shrink included).
+    on_wire: AtomicUsize,
+}
+
+/// Counts a request as on the wire until dropped.
+struct OnWire<'a>(&'a AtomicUsize);
+
+impl<'a> OnWire<'a> {
+    /// Enters, and says whether no other request was on the wire.
+    fn enter(count: &'a AtomicUsize) -> (Self, bool) {
+        let alone = count.fetch_add(1, Ordering::SeqCst) == 0;
+        (Self(count), alone)
+    }
+}
+
+impl Drop for OnWire<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn server_err(msg: impl Into<String>) -> ExtractError {
@@ -41,6 +70,7 @@ impl RemoteSource {
         base: &str,
         model: &str,
         api_key: Option<String>,
+        concurrency: usize,
     ) -> Result<(Self, ModelMetadata, Option<String>), ExtractError> {
         if !base.starts_with("http://") {
             return Err(ExtractError::Usage(format!(
@@ -56,6 +86,9 @@ impl RemoteSource {
             base: base.trim_end_matches('/').to_string(),
             model: model.to_string(),
             api_key,
+            in_flight: Semaphore::new(concurrency.max(1)),
+            limit: AtomicUsize::new(concurrency.max(1)),
+            on_wire: AtomicUsize::new(0),
         };
         let url = format!("{}/v1/models/{model}", source.base);
         let response = source
@@ -113,7 +146,13 @@ impl RemoteSource {
         ];
         let started = std::time::Instant::now();
         let mut wait = Duration::from_millis(200);
+        let mut timeouts_alone = 0;
         loop {
+            let permit = self
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|e| ExtractError::Internal(e.to_string()))?;
             let mut form = reqwest::multipart::Form::new();
             for (id, bytes) in images {
                 form = form.part(
@@ -126,6 +165,7 @@ impl RemoteSource {
                 .query(&query)
                 .header(reqwest::header::ACCEPT, NPZ)
                 .multipart(form);
+            let (on_wire, alone) = OnWire::enter(&self.on_wire);
             let response = request.send().await;
             let retry_after = match response {
                 Ok(r) if r.status().is_success() => {
@@ -148,6 +188,22 @@ impl RemoteSource {
                         .ok()
                         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
                         .unwrap_or(text);
+                    // 504: the server's (or a proxy's) deadline passed while this waited.
+                    if status.as_u16() == 504 {
+                        if self.fewer_in_flight() {
+                            permit.forget();
+                            continue;
+                        }
+                        timeouts_alone += u32::from(alone);
+                        if timeouts_alone >= TIMEOUTS_ALONE {
+                            return Err(server_err(format!(
+                                "{url}: a batch of {} images, sent alone, outlasts the server's \
+                                 request deadline ({message}); lower --batch or raise the \
+                                 server's --request-timeout-ms",
+                                images.len()
+                            )));
+                        }
+                    }
                     match status.as_u16() {
                         429 | 503 | 502 | 504 => after.unwrap_or(wait),
                         401 | 403 => {
@@ -162,6 +218,7 @@ impl RemoteSource {
                 Err(e) if e.is_connect() || e.is_timeout() => wait,
                 Err(e) => return Err(server_err(format!("{url}: {e}"))),
             };
+            drop((on_wire, permit));
             if started.elapsed() > RETRY_FOR {
                 return Err(server_err(format!(
                     "{url}: still overloaded or unreachable after {} s",
@@ -170,6 +227,27 @@ impl RemoteSource {
             }
             tokio::time::sleep(retry_after).await;
             wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One request fewer on the wire from now on (the caller forgets its permit), unless only
+    /// one is left.
+    fn fewer_in_flight(&self) -> bool {
+        let shrunk = self
+            .limit
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n > 1).then(|| n - 1)
+            });
+        match shrunk {
+            Ok(was) => {
+                eprintln!(
+                    "extract: the server's request deadline passed with {was} requests in \
+                     flight; sending {} at a time from now on",
+                    was - 1
+                );
+                true
+            }
+            Err(_) => false,
         }
     }
 

@@ -194,9 +194,9 @@ async fn run_async(args: ExtractArgs) -> Result<Summary, ExtractError> {
     let batch = args.batch as usize;
     let (source, meta, weights, source_name, concurrency) = match &args.server {
         Some(server) => {
-            let (s, meta, weights) =
-                RemoteSource::open(server, &args.model, args.api_key.clone()).await?;
             let c = args.concurrency.map_or(4, |c| c as usize);
+            let (s, meta, weights) =
+                RemoteSource::open(server, &args.model, args.api_key.clone(), c).await?;
             (Source::Remote(s), meta, weights, server.clone(), c)
         }
         None => {
