@@ -77,6 +77,10 @@ pub fn image_path(data: &[u8]) {
             image::ResizePolicy::ShorterSideThenCenterCrop
         },
         grayscale: image::GrayscalePolicy::Replicate,
+        shorter_side: data
+            .first()
+            .is_some_and(|b| b & 2 == 2)
+            .then_some(m.input.width.max(m.input.height) + 3),
     };
     if let Ok(frame) = image::preprocess(data, &spec, &FUZZ_LIMITS) {
         assert_eq!(frame.len(), spec.output_len());

@@ -75,6 +75,8 @@ pub struct Preprocess {
     pub std: [f32; 3],
     pub resize: ResizePolicy,
     pub grayscale: GrayscalePolicy,
+    /// `resize_shorter_side` of the metadata: the shorter side's length before the centre crop.
+    pub shorter_side: Option<u32>,
 }
 
 impl Preprocess {
@@ -88,6 +90,7 @@ impl Preprocess {
             std: input.std,
             resize: input.resize,
             grayscale: input.grayscale,
+            shorter_side: input.resize_shorter_side,
         }
     }
 
@@ -118,6 +121,20 @@ impl Preprocess {
                 "input size {}x{} is unreasonably large",
                 self.width, self.height
             )));
+        }
+        if let Some(side) = self.shorter_side {
+            if self.resize != ResizePolicy::ShorterSideThenCenterCrop {
+                return Err(ImageError::InvalidConfig(format!(
+                    "resize_shorter_side {side} needs resize = shorter-side-then-center-crop"
+                )));
+            }
+            // Smaller than the input, the scaled image would not cover the crop.
+            if side < self.width.max(self.height) || side > 1 << 16 {
+                return Err(ImageError::InvalidConfig(format!(
+                    "resize_shorter_side {side} must lie between the input size {}x{} and 65536",
+                    self.width, self.height
+                )));
+            }
         }
         for (c, (&m, &s)) in self.mean.iter().zip(&self.std).enumerate() {
             if !m.is_finite() || !s.is_finite() || s == 0.0 {
@@ -479,8 +496,15 @@ fn resize(
     } else {
         fr::PixelType::U8x3
     };
-    if src_w == p.width && src_h == p.height {
-        // Same size: both policies are the identity (the crop box would be the whole image).
+    let crop_box = match (p.resize, p.shorter_side) {
+        (ResizePolicy::ShorterSideThenCenterCrop, Some(side)) => {
+            Some(shorter_side_crop(src_w, src_h, side, p.width, p.height))
+        }
+        _ => None,
+    };
+    let whole = (0.0, 0.0, f64::from(p.width), f64::from(p.height));
+    if src_w == p.width && src_h == p.height && crop_box.is_none_or(|b| b == whole) {
+        // Same size: the identity (the crop box is the whole image).
         return Ok(pixels.to_vec());
     }
     let src = fr::images::ImageRef::new(src_w, src_h, pixels, pixel_type)
@@ -488,7 +512,9 @@ fn resize(
     let mut dst = fr::images::Image::new(p.width, p.height, pixel_type);
     let mut options =
         fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
-    if p.resize == ResizePolicy::ShorterSideThenCenterCrop {
+    if let Some((left, top, width, height)) = crop_box {
+        options = options.crop(left, top, width, height);
+    } else if p.resize == ResizePolicy::ShorterSideThenCenterCrop {
         // The crop box is Pillow's ImageOps.fit box: the largest centred region of the
         // target's aspect ratio, in fractional source pixels; resizing it to the target is
         // the same as "scale the shorter side, then centre-crop" without rounding the
@@ -499,6 +525,25 @@ fn resize(
         .resize(&src, &mut dst, &options)
         .map_err(|e| ImageError::Resize(e.to_string()))?;
     Ok(dst.into_vec())
+}
+
+/// The source region (left, top, width, height, in fractional pixels) that becomes the centre
+/// `width x height` once the shorter side is scaled to `side`.
+fn shorter_side_crop(
+    src_w: u32,
+    src_h: u32,
+    side: u32,
+    width: u32,
+    height: u32,
+) -> (f64, f64, f64, f64) {
+    let scale = f64::from(side) / f64::from(src_w.min(src_h));
+    let (w, h) = (f64::from(width) / scale, f64::from(height) / scale);
+    (
+        (f64::from(src_w) - w) / 2.0,
+        (f64::from(src_h) - h) / 2.0,
+        w,
+        h,
+    )
 }
 
 /// `(x / 255 - mean) / std`, HWC u8 -> CHW f32, through a per-channel 256-entry table (same
@@ -549,6 +594,7 @@ mod tests {
             std: IMAGENET_STD,
             resize,
             grayscale: GrayscalePolicy::Replicate,
+            shorter_side: None,
         }
     }
 
@@ -695,6 +741,72 @@ mod tests {
         let out = preprocess(&encode(&la, ImageFormat::Png), &p, &limits()).unwrap();
         assert_rgb(&out, &p, 0, 0, [200, 200, 200], 1e-3);
         assert_rgb(&out, &p, 1, 0, bg, 1e-3);
+    }
+
+    #[test]
+    fn a_shorter_side_larger_than_the_input_crops_the_centre_of_the_scaled_image() {
+        // Shorter side to 256, then the centre 224 (the authors' ImageNet preprocessing).
+        let mut p = prep(224, 224, ResizePolicy::ShorterSideThenCenterCrop);
+        p.shorter_side = Some(256);
+        p.validate().unwrap();
+        // At 256x256 nothing is resampled: the answer is the source's pixels 16..240.
+        let src = ImageBuffer::from_fn(256, 256, |x, y| {
+            Rgb([
+                (x * 7 % 256) as u8,
+                (y * 13 % 256) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        });
+        let img = DynamicImage::ImageRgb8(src.clone());
+        let out = preprocess(&encode(&img, ImageFormat::Png), &p, &limits()).unwrap();
+        for (x, y) in [(0, 0), (1, 0), (100, 57), (223, 223), (5, 200)] {
+            assert_rgb(&out, &p, x, y, src.get_pixel(x + 16, y + 16).0, 1e-3);
+        }
+        // At 224x224 it is not the identity: the centre 196 px are scaled up to 224.
+        let small = DynamicImage::ImageRgb8(ImageBuffer::from_fn(224, 224, |x, _| {
+            if x < 112 {
+                Rgb([255, 0, 0])
+            } else {
+                Rgb([0, 0, 255])
+            }
+        }));
+        let out = preprocess(&encode(&small, ImageFormat::Png), &p, &limits()).unwrap();
+        let whole = prep(224, 224, ResizePolicy::ShorterSideThenCenterCrop);
+        let unscaled = preprocess(&encode(&small, ImageFormat::Png), &whole, &limits()).unwrap();
+        assert_ne!(out, unscaled);
+        assert_rgb(&out, &p, 0, 100, [255, 0, 0], 1e-3);
+        assert_rgb(&out, &p, 223, 100, [0, 0, 255], 1e-3);
+        // A landscape 384x256 source is already at the scaled size: columns 80..304, rows 16..240.
+        let wide = ImageBuffer::from_fn(384, 256, |x, y| {
+            Rgb([(x % 256) as u8, (y * 3 % 256) as u8, ((x * y) % 256) as u8])
+        });
+        let out = preprocess(
+            &encode(&DynamicImage::ImageRgb8(wide.clone()), ImageFormat::Png),
+            &p,
+            &limits(),
+        )
+        .unwrap();
+        for (x, y) in [(0, 0), (223, 223), (17, 150)] {
+            assert_rgb(&out, &p, x, y, wide.get_pixel(x + 80, y + 16).0, 1e-3);
+        }
+    }
+
+    #[test]
+    fn a_shorter_side_is_checked_at_load() {
+        let mut p = prep(224, 224, ResizePolicy::ShorterSideThenCenterCrop);
+        p.shorter_side = Some(200);
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("resize_shorter_side 200"));
+        let mut p = prep(224, 224, ResizePolicy::Stretch);
+        p.shorter_side = Some(256);
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("needs resize"));
     }
 
     #[test]

@@ -50,6 +50,7 @@ fn main() {
                 std: [0.229, 0.224, 0.225],
                 resize: ResizePolicy::ShorterSideThenCenterCrop,
                 grayscale: GrayscalePolicy::Replicate,
+                shorter_side: None,
             };
             for _ in 0..3 {
                 preprocess(&bytes, &p, &limits).expect("preprocess");

@@ -112,6 +112,7 @@ mod tests {
             std: [0.229, 0.224, 0.225],
             resize: Default::default(),
             grayscale: Default::default(),
+            resize_shorter_side: None,
         };
         let (mean, std) = (input.mean, input.std);
         let pixels = [[0u8, 255], [17, 128], [200, 3]];

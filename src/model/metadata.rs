@@ -51,6 +51,11 @@ pub struct InputSpec {
     pub resize: ResizePolicy,
     #[serde(default)]
     pub grayscale: GrayscalePolicy,
+    /// With `shorter-side-then-center-crop`: the shorter side is scaled to this many pixels
+    /// before the centre `width x height` is cut out (ImageNet's 256 then 224); absent: to the
+    /// input size itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_shorter_side: Option<u32>,
 }
 
 /// How a decoded image is brought to the model's input size.
