@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use convrnn_serve::backend::ort::{init_runtime, inspect};
@@ -79,14 +79,16 @@ pub enum Fault {
     Panic,
 }
 
-/// Faults armed by a test, the sessions the factory built and the request batches the sessions
-/// started, shared with every fake session.
+/// Faults armed by a test, devices it holds, the sessions the factory built and the request
+/// batches the sessions started, shared with every fake session.
 #[derive(Default, Clone)]
 pub struct Faults {
-    next: Arc<std::sync::Mutex<Option<Fault>>>,
+    next: Arc<Mutex<Option<Fault>>>,
     sessions_built: Arc<AtomicUsize>,
-    /// The outputs each request batch asked for, in the order the batches started.
-    runs: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    /// The device and outputs of each request batch, in the order the batches started.
+    runs: Arc<Mutex<Vec<(Device, Vec<String>)>>>,
+    /// Devices whose request batches wait, once started, until [`Faults::release`].
+    held: Arc<(Mutex<Vec<Device>>, Condvar)>,
 }
 
 impl Faults {
@@ -106,7 +108,34 @@ impl Faults {
     /// The outputs of each request batch started so far, which tells a classification
     /// (`["logits"]`) from an activations request.
     pub fn run_outputs(&self) -> Vec<Vec<String>> {
-        self.runs.lock().unwrap().clone()
+        let runs = self.runs.lock().unwrap();
+        runs.iter().map(|(_, outputs)| outputs.clone()).collect()
+    }
+
+    /// The device of each request batch started so far.
+    pub fn run_devices(&self) -> Vec<Device> {
+        let runs = self.runs.lock().unwrap();
+        runs.iter().map(|(device, _)| *device).collect()
+    }
+
+    /// Request batches on `device` wait, once started, until [`Faults::release`]: a device as
+    /// slow as the test wants, without a timing to guess.
+    pub fn hold(&self, device: Device) {
+        self.held.0.lock().unwrap().push(device);
+    }
+
+    /// Lets every held batch finish, and later ones run at once.
+    pub fn release(&self) {
+        self.held.0.lock().unwrap().clear();
+        self.held.1.notify_all();
+    }
+
+    fn wait_while_held(&self, device: Device) {
+        let (held, released) = &*self.held;
+        let mut held = held.lock().unwrap();
+        while held.contains(&device) {
+            held = released.wait(held).unwrap();
+        }
     }
 
     /// Waits (bounded) until `n` request batches have started: the state a test sets up
@@ -144,7 +173,9 @@ impl Backend for FakeBackend {
         let blank = self.info.metadata.time.blank_value;
         let warm_up = frames.iter().all(|v| *v == blank);
         if !warm_up {
-            self.faults.runs.lock().unwrap().push(outputs.to_vec());
+            let run = (self.device, outputs.to_vec());
+            self.faults.runs.lock().unwrap().push(run);
+            self.faults.wait_while_held(self.device);
         }
         if !(warm_up && self.free_warm_up) {
             std::thread::sleep(self.delay);
