@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderMap;
 use convrnn_serve::backend::ort::{init_runtime, inspect};
 use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor};
 use convrnn_serve::config::ServeArgs;
@@ -79,6 +80,9 @@ pub enum Fault {
     Panic,
 }
 
+/// A request batch a fake session started: its device and the outputs it asked for.
+type Run = (Device, Vec<String>);
+
 /// Faults armed by a test, devices it holds, the sessions the factory built and the request
 /// batches the sessions started, shared with every fake session.
 #[derive(Default, Clone)]
@@ -86,7 +90,7 @@ pub struct Faults {
     next: Arc<Mutex<Option<Fault>>>,
     sessions_built: Arc<AtomicUsize>,
     /// The device and outputs of each request batch, in the order the batches started.
-    runs: Arc<Mutex<Vec<(Device, Vec<String>)>>>,
+    runs: Arc<Mutex<Vec<Run>>>,
     /// Devices whose request batches wait, once started, until [`Faults::release`].
     held: Arc<(Mutex<Vec<Device>>, Condvar)>,
 }
@@ -464,6 +468,51 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// The app's router on the fixture with real ONNX Runtime, `configure` applied to
+/// [`test_args`], and no socket: for tests of what a request is answered, not of connections or
+/// drains. Its workers warm up in the background; requests wait in the queue meanwhile.
+pub fn router(configure: impl FnOnce(&mut ServeArgs)) -> TestRouter {
+    let args = test_args(configure);
+    let metrics = Arc::new(Metrics::new());
+    let engine = convrnn_serve::start_engine(&args, metrics.clone()).unwrap();
+    let keys = convrnn_serve::api_keys(&args).unwrap();
+    let state = convrnn_serve::app_state(&args, engine.clone(), metrics, keys);
+    TestRouter {
+        app: convrnn_serve::api::router(state),
+        engine,
+    }
+}
+
+/// The router of [`router`] and its engine, whose workers it stops when dropped: a process
+/// that exits while they still hold ONNX Runtime sessions can crash in the runtime's teardown.
+pub struct TestRouter {
+    pub app: axum::Router,
+    engine: Arc<Engine>,
+}
+
+impl TestRouter {
+    /// Sends `method path` with an empty body, without a socket: the status, the headers and
+    /// the body.
+    pub async fn call(&self, method: &str, path: &str) -> (u16, HeaderMap, Vec<u8>) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts.status.as_u16(), parts.headers, body.to_vec())
+    }
+}
+
+impl Drop for TestRouter {
+    fn drop(&mut self) {
+        self.engine.shutdown();
     }
 }
 
