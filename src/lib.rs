@@ -10,6 +10,7 @@
 //! - [`presentation`]: what the model sees at each timestep.
 //! - [`inspect`]: the `inspect` report; [`image`]: decode, orient, resize and normalise images; [`npz`]: NumPy archives.
 //! - [`pool`]: spatial pooling of layer outputs, shared by the HTTP answers and `extract`.
+//! - [`gather`]: the selected layers x timesteps of a request's results, as the activations answers hold them.
 //! - [`extract`]: `convrnn-serve extract`, features of a whole stimulus set to `.npy` files.
 //! - [`metrics`]: the Prometheus registry; [`shutdown`]: signals.
 //!
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gather;
 pub mod image;
 pub mod inspect;
 pub mod metrics;

@@ -50,7 +50,7 @@ async fn probes_on_the_admin_listener_do_not_wait_behind_the_connection_cap() {
     held.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.wait_for_metric("convrnn_http_connections 1").await;
     let fresh = reqwest::Client::new();
     let api = fresh
         .get(s.url("/health/ready"))

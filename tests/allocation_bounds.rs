@@ -8,7 +8,7 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -78,7 +78,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
-    router: axum::Router,
+    router: common::TestRouter,
     cases: usize,
     refused: usize,
     worst: usize,
@@ -91,14 +91,7 @@ impl Harness {
             .enable_all()
             .build()
             .unwrap();
-        let mut args = convrnn_serve::config::ServeArgs::defaults();
-        args.model_dir = common::fixture_dir();
-        args.devices = "cpu".into();
-        args.intra_threads = 1;
-        let metrics = Arc::new(convrnn_serve::metrics::Metrics::new());
-        let engine = convrnn_serve::start_engine(&args, metrics.clone()).unwrap();
-        let state = convrnn_serve::app_state(&args, engine, metrics, None);
-        let router = convrnn_serve::api::router(state);
+        let router = common::router(|_| {});
         Self {
             runtime,
             router,
@@ -111,7 +104,7 @@ impl Harness {
     /// Sends one request; if it is refused (4xx), asserts that handling it allocated at most its
     /// body plus [`SLACK`] at the peak. Returns the status.
     fn check(&mut self, what: &str, request: Request<Body>, body_len: usize) -> StatusCode {
-        let router = self.router.clone();
+        let router = self.router.app.clone();
         let base = LIVE.load(Relaxed);
         PEAK.store(base, Relaxed);
         let response = self.runtime.block_on(router.oneshot(request)).unwrap();

@@ -589,7 +589,8 @@ async fn limits_and_overload() {
                 .status()
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    s.wait_for_metric(&format!(r#"convrnn_queue_depth{{model="{MODEL}"}} 2"#))
+        .await;
     let r = post_binary(&s, &request, &f32_bytes(&frames)).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::{png, TestServer, MODEL};
 use serde_json::json;
@@ -161,7 +160,8 @@ async fn figures_move_with_traffic() {
         let body = serde_json::to_vec(&body).unwrap();
         tokio::spawn(async move { client.post(infer).body(body).send().await.unwrap().status() })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    s.wait_for_metric(&format!(r#"convrnn_queue_depth{{model="{m}"}} 2"#))
+        .await;
     let r = s
         .client
         .post(&infer)

@@ -11,96 +11,35 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fixture_dir;
-use convrnn_serve::backend::ort::{init_runtime, inspect};
-use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor};
-use convrnn_serve::engine::{BackendFactory, Engine, EngineConfig, FrameSource, Stimulus};
+use common::{fixture_dir, test_args, wait_until, Fake, Faults, MODEL};
+use convrnn_serve::backend::ort::init_runtime;
+use convrnn_serve::backend::Device;
+use convrnn_serve::engine::{Engine, FrameSource, Stimulus};
 use convrnn_serve::metrics::Metrics;
-use convrnn_serve::model::ModelInfo;
 
-/// Answers zeros of the right shapes after `delay` per batch, as the device it was built for.
-/// The engine's warm-up runs (an all-blank movie) take no time, so readiness does not wait on a
-/// slow device.
-struct FakeDevice {
-    info: ModelInfo,
-    device: Device,
-    delay: Duration,
-}
-
-impl Backend for FakeDevice {
-    fn run(
-        &mut self,
-        frames: &[f32],
-        batch: usize,
-        outputs: &[String],
-    ) -> Result<Vec<OutputTensor>, BackendError> {
-        let blank = self.info.metadata.time.blank_value;
-        if frames.iter().any(|v| *v != blank) {
-            std::thread::sleep(self.delay);
-        }
-        Ok(outputs
-            .iter()
-            .map(|name| {
-                let mut shape = vec![batch];
-                shape.extend(self.info.item_shape(name).unwrap());
-                OutputTensor {
-                    name: name.clone(),
-                    data: vec![0.0; shape.iter().product()],
-                    shape,
-                }
-            })
-            .collect())
-    }
-
-    fn device(&self) -> Device {
-        self.device
-    }
-}
-
-const MODEL: &str = "tiny_convrnn";
-
-/// An engine over `delays.len()` fake CUDA devices, device `i` taking `delays[i]` per batch.
-fn start(
+/// An engine over `delays.len()` fake CUDA devices, device `i` taking `delays[i]` per batch
+/// (warm-up runs take no time, so readiness does not wait on a slow device); returns once ready.
+async fn start(
     delays: Vec<Duration>,
     sessions_per_device: usize,
     max_batch: usize,
-) -> (Engine, Arc<Metrics>) {
-    init_runtime(None, Default::default()).unwrap();
-    let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
-    let devices: Vec<Device> = (0..delays.len() as i32).map(Device::Cuda).collect();
-    let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device, _width| {
-        let Device::Cuda(i) = device else {
-            panic!("only fake CUDA devices here, got {device}")
-        };
-        Ok(Box::new(FakeDevice {
-            info: info.clone(),
-            device,
-            delay: delays[i as usize],
-        }) as Box<dyn Backend>)
+) -> (Arc<Engine>, Arc<Metrics>, Faults) {
+    let fake = Fake {
+        device_delays: delays,
+        free_warm_up: true,
+        sessions: sessions_per_device,
+        ..Fake::default()
+    };
+    let args = test_args(|a| {
+        a.max_batch_size = max_batch;
+        a.max_queue_delay_ms = 0;
+        a.cpu_batch_budget_ms = 0;
+        a.queue_capacity = 1024;
+        a.request_timeout_ms = 30_000;
     });
-    let metrics = Arc::new(Metrics::new());
-    let engine = Engine::start(
-        vec![info],
-        factory,
-        EngineConfig {
-            devices,
-            sessions_per_device,
-            max_batch,
-            cpu_batch_budget: None,
-            max_delay: Duration::ZERO,
-            queue_capacity: 1024,
-            request_timeout: Duration::from_secs(30),
-            cpu_adaptive: false,
-        },
-        metrics.clone(),
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !engine.is_ready() {
-        assert!(Instant::now() < deadline, "engine never became ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    (engine, metrics)
+    let (engine, metrics) = fake.engine(&args);
+    wait_until("the engine is ready", || engine.is_ready()).await;
+    (engine, metrics, fake.faults)
 }
 
 fn stimulus(engine: &Engine) -> Stimulus {
@@ -131,12 +70,12 @@ fn batches_on(metrics: &Metrics, device: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_devices_get_batches_and_the_faster_one_more() {
     // cuda:1 is 4x slower than cuda:0.
-    let (engine, metrics) = start(
+    let (engine, metrics, _) = start(
         vec![Duration::from_millis(10), Duration::from_millis(40)],
         1,
         4,
-    );
-    let engine = Arc::new(engine);
+    )
+    .await;
     let tasks: Vec<_> = (0..64)
         .map(|_| {
             let engine = engine.clone();
@@ -191,51 +130,51 @@ async fn both_devices_get_batches_and_the_faster_one_more() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_device_does_not_starve_the_other() {
-    // cuda:1 takes 3 s a batch (a device stalled or far slower); cuda:0 10 ms.
-    let (engine, _metrics) = start(
-        vec![Duration::from_millis(10), Duration::from_secs(3)],
-        1,
-        1,
-    );
-    let engine = Arc::new(engine);
-    let started = Instant::now();
-    // One request at a time, so every request finds a device idle: cuda:1 takes at most one,
-    // the first it sees, and holds it for 3 s; all the others must go to cuda:0 meanwhile.
-    let mut on_fast = Vec::new();
-    let mut stuck = Vec::new();
-    for _ in 0..30 {
+    // cuda:1 is stuck (a device stalled, or far slower): its batches wait until the test lets
+    // them go. cuda:0 takes 10 ms a batch.
+    let (engine, _metrics, faults) =
+        start(vec![Duration::from_millis(10), Duration::ZERO], 1, 1).await;
+    faults.hold(Device::Cuda(1));
+    // One request at a time (each sent once the one before is on a device), so request i is
+    // batch i and every request finds a device idle or only cuda:0 busy: cuda:1 takes at most
+    // one, the first it sees, and holds it; all the others must go to cuda:0 meanwhile.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
         let engine = engine.clone();
-        let t = tokio::spawn(async move { classify(&engine).await });
-        tokio::time::sleep(Duration::from_millis(15)).await;
-        stuck.push(t);
+        tasks.push(tokio::spawn(async move { classify(&engine).await }));
+        faults.wait_runs_started(i + 1).await;
     }
-    for t in stuck {
-        let (device, took) = t.await.unwrap();
-        if device == "cuda:0" {
-            on_fast.push(took);
+    let devices = faults.run_devices();
+    assert_eq!(devices.len(), 30, "one batch a request");
+    let on_fast = devices.iter().filter(|d| **d == Device::Cuda(0)).count();
+    assert!(on_fast >= 29, "{on_fast} of 30 requests ran on cuda:0");
+    // Every request on cuda:0 is answered while cuda:1 still holds its one.
+    let mut stuck = Vec::new();
+    for (task, device) in tasks.into_iter().zip(devices) {
+        if device == Device::Cuda(1) {
+            stuck.push(task);
+            continue;
         }
+        let (answered_by, _) = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("a request on cuda:0 waited behind the stuck device")
+            .unwrap();
+        assert_eq!(answered_by, "cuda:0");
     }
-    assert!(
-        on_fast.len() >= 29,
-        "{} of 30 requests ran on cuda:0",
-        on_fast.len()
-    );
-    let worst = on_fast.iter().max().unwrap();
-    assert!(
-        *worst < Duration::from_secs(1),
-        "a request on cuda:0 waited {worst:?} behind the stuck device"
-    );
-    assert!(started.elapsed() >= Duration::from_millis(450));
+    faults.release();
+    for task in stuck {
+        assert_eq!(task.await.unwrap().0, "cuda:1");
+    }
     engine.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_per_device_multiply_the_workers_of_every_device() {
-    // 2 devices x 2 sessions, all equally slow: four batches run at once (two at a time would
-    // take 800 ms).
-    let (engine, _metrics) = start(vec![Duration::from_millis(400); 2], 2, 1);
-    let engine = Arc::new(engine);
-    let started = Instant::now();
+    // 2 devices x 2 sessions, every batch held until all four have started: four requests can
+    // only all start if four workers run at once.
+    let (engine, _metrics, faults) = start(vec![Duration::ZERO; 2], 2, 1).await;
+    faults.hold(Device::Cuda(0));
+    faults.hold(Device::Cuda(1));
     let tasks: Vec<_> = (0..4)
         .map(|_| {
             let engine = engine.clone();
@@ -248,6 +187,8 @@ async fn sessions_per_device_multiply_the_workers_of_every_device() {
             })
         })
         .collect();
+    faults.wait_runs_started(4).await;
+    faults.release();
     let mut workers = Vec::new();
     for t in tasks {
         workers.push(t.await.unwrap());
@@ -256,11 +197,6 @@ async fn sessions_per_device_multiply_the_workers_of_every_device() {
     workers.dedup();
     assert_eq!(workers.len(), 4, "four distinct workers: {workers:?}");
     assert!(workers.iter().filter(|w| w.starts_with("cuda:1#")).count() == 2);
-    assert!(
-        started.elapsed() < Duration::from_millis(700),
-        "4 batches of 400 ms on 4 workers took {:?}",
-        started.elapsed()
-    );
     engine.shutdown();
 }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{router, TestServer};
 use serde_json::Value;
 
 fn checked_in() -> PathBuf {
@@ -22,13 +22,14 @@ fn pretty(doc: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn served_document_matches_the_checked_in_file() {
-    let s = TestServer::start(|_| {}).await;
-    let r = s.get("/openapi.json").await;
-    assert_eq!(r.status(), 200);
-    let served: Value = r.json().await.unwrap();
+    let app = router(|_| {});
+    let (status, _, body) = app.call("GET", "/openapi.json").await;
+    assert_eq!(status, 200);
+    let served: Value = serde_json::from_slice(&body).unwrap();
     let generated = serde_json::to_value(convrnn_serve::api::openapi::document()).unwrap();
     assert_eq!(served, generated, "/openapi.json is not document()");
-    let docs_copy: Value = s.get("/docs/openapi.json").await.json().await.unwrap();
+    let (_, _, body) = app.call("GET", "/docs/openapi.json").await;
+    let docs_copy: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(docs_copy, served, "the docs page reads another document");
     let path = checked_in();
     if std::env::var_os("UPDATE_OPENAPI").is_some() {
@@ -48,7 +49,6 @@ async fn served_document_matches_the_checked_in_file() {
          UPDATE_OPENAPI=1 cargo test --test openapi and commit the file",
         path.display()
     );
-    s.stop().await;
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn every_route_is_documented_with_examples() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeclared_methods_get_405() {
-    let s = TestServer::start(|_| {}).await;
+    let app = router(|_| {});
     for (method, path) in [
         ("DELETE", "/v1/models"),
         ("POST", "/v1/models/tiny_convrnn"),
@@ -133,18 +133,12 @@ async fn undeclared_methods_get_405() {
         ("PATCH", "/v2/models/tiny_convrnn"),
         ("GET", "/v2/models/tiny_convrnn/infer"),
     ] {
-        let r = s
-            .client
-            .request(method.parse().unwrap(), s.url(path))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 405, "{method} {path}");
-        assert!(r.headers().contains_key("allow"), "{method} {path}");
-        let body: serde_json::Value = r.json().await.unwrap();
+        let (status, headers, body) = app.call(method, path).await;
+        assert_eq!(status, 405, "{method} {path}");
+        assert!(headers.contains_key("allow"), "{method} {path}");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["code"], "method_not_allowed", "{method} {path}");
     }
-    s.stop().await;
 }
 
 fn chromium() -> Option<PathBuf> {

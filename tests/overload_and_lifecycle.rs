@@ -25,16 +25,28 @@ async fn start(
     .await
 }
 
+const QUEUE_DEPTH_1: &str = r#"convrnn_queue_depth{model="tiny_convrnn"} 1"#;
+
 /// With one worker and a queue of one slot (`queue_capacity = 1`, `max_batch_size` 1): sends A,
 /// which the worker takes, then B, which waits in the slot; both still in flight.
 async fn fill_worker_and_queue(
     h: &TestServer,
 ) -> [tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>; 2] {
+    let runs = h.faults.runs_started();
     let a = tokio::spawn(h.classify_png().send());
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    h.faults.wait_runs_started(runs + 1).await;
     let b = tokio::spawn(h.classify_png().send());
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    h.wait_for_metric(QUEUE_DEPTH_1).await;
     [a, b]
+}
+
+/// An activations request for one layer, whose batch the fake tells from a classification's.
+fn activations_png(h: &TestServer) -> reqwest::RequestBuilder {
+    h.post_raw(
+        &format!("/v1/models/{MODEL}/activations?layers=conv1"),
+        png(16, 16, 2),
+        "image/png",
+    )
 }
 
 #[tokio::test]
@@ -71,13 +83,14 @@ async fn retry_after_follows_how_long_the_queue_takes_to_drain() {
     })
     .await;
     h.wait_ready().await;
-    // A runs at once (1.5 s). B waits in the one slot until A is done: its wait, ~1.35 s, is
-    // the queue's current cost. C takes the slot B left; D is refused and told to come back
-    // in 2 s (ceil of 1.35), not the 1 s an idle queue would say.
+    // A runs at once (1.5 s). B, sent once A is on the worker, waits in the one slot until A
+    // is done: its wait, just under 1.5 s, is the queue's current cost. C takes the slot B left;
+    // D is refused and told to come back in 2 s (its ceiling), not the 1 s an idle queue would
+    // say.
     let [a, b] = fill_worker_and_queue(&h).await;
-    tokio::time::sleep(Duration::from_millis(1350)).await; // A done, B on the worker
+    h.faults.wait_runs_started(2).await; // A done, B on the worker
     let c = tokio::spawn(h.classify_png().send());
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    h.wait_for_metric(QUEUE_DEPTH_1).await;
     let d = h.classify_png().send().await.unwrap();
     assert_eq!(d.status(), 429);
     assert_eq!(d.headers()["retry-after"], "2");
@@ -93,28 +106,35 @@ async fn retry_after_follows_how_long_the_queue_takes_to_drain() {
 
 #[tokio::test]
 async fn requests_past_their_deadline_are_dropped_before_the_device() {
-    let h = start(Duration::ZERO, Duration::from_millis(400), |a| {
-        a.request_timeout_ms = 250
+    // A's batch takes 800 ms, past A's deadline (500 ms) and B's; C, sent when B fails, is
+    // still within its deadline when A's batch ends.
+    let h = start(Duration::ZERO, Duration::from_millis(800), |a| {
+        a.request_timeout_ms = 500
     })
     .await;
     h.wait_ready().await;
     let a = tokio::spawn(h.classify_png().send());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.faults.wait_runs_started(1).await;
     let b = h.classify_png().send().await.unwrap();
     assert_eq!(b.status(), 504, "B waited behind A past its deadline");
+    // C, an activations request, queues behind B: the worker's next batch is B's unless B was
+    // dropped from the queue.
+    let c = tokio::spawn(activations_png(&h).send());
     assert_eq!(
         a.await.unwrap().unwrap().status(),
         504,
         "A's batch outlasted its deadline"
     );
-    // Let A's batch finish and the worker look at B.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let metrics = h.metrics().await;
-    // Only A reached the device (plus the two warm-up runs): B was dropped from the queue.
-    assert!(
-        metrics.contains(r#"convrnn_device_batches_total{device="cpu",model="tiny_convrnn"} 1"#),
-        "{metrics}"
+    h.faults.wait_runs_started(2).await;
+    assert_eq!(
+        h.faults.run_outputs(),
+        [vec!["logits"], vec!["logits", "conv1"]],
+        "only A and C reached the device: B was dropped from the queue"
     );
+    assert_eq!(c.await.unwrap().unwrap().status(), 504);
+    // Counted likewise (the warm-up runs are not).
+    h.wait_for_metric(r#"convrnn_device_batches_total{device="cpu",model="tiny_convrnn"} 2"#)
+        .await;
 }
 
 #[tokio::test]
@@ -142,10 +162,11 @@ async fn ready_flips_after_warm_up_and_back_during_drain() {
     h.wait_ready().await;
     // A request in flight when the signal comes still gets its answer.
     let in_flight = tokio::spawn(h.classify_png().send());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.faults.wait_runs_started(1).await;
     let server = h.begin_shutdown();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(h.ready_status().await, 503, "draining");
+    // Draining: not ready, while the in-flight request still runs.
+    h.wait_ready_status(503).await;
+    assert!(!in_flight.is_finished(), "answered before the drain began");
     let r = in_flight.await.unwrap().unwrap();
     assert_eq!(r.status(), 200, "in-flight request completed during drain");
     let finished = tokio::time::timeout(Duration::from_secs(10), server).await;
@@ -234,7 +255,7 @@ async fn requests_whose_client_left_never_reach_the_device() {
     let h = start(Duration::ZERO, Duration::from_millis(500), |_| {}).await;
     h.wait_ready().await;
     let a = tokio::spawn(h.classify_png().send());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.faults.wait_runs_started(1).await;
     // B gives up while A still holds the worker; its connection closes.
     let b = h
         .classify_png()
@@ -243,10 +264,17 @@ async fn requests_whose_client_left_never_reach_the_device() {
         .await;
     assert!(b.is_err(), "client timed out");
     assert_eq!(a.await.unwrap().unwrap().status(), 200);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // C, an activations request, queues behind B: the worker's next batch is B's unless B was
+    // dropped from the queue.
+    assert_eq!(activations_png(&h).send().await.unwrap().status(), 200);
+    assert_eq!(
+        h.faults.run_outputs(),
+        [vec!["logits"], vec!["logits", "conv1"]],
+        "only A and C reached the device"
+    );
     let metrics = h.metrics().await;
     assert!(
-        metrics.contains(r#"convrnn_device_batches_total{device="cpu",model="tiny_convrnn"} 1"#),
+        metrics.contains(r#"convrnn_device_batches_total{device="cpu",model="tiny_convrnn"} 2"#),
         "{metrics}"
     );
     assert!(
@@ -491,7 +519,7 @@ async fn several_sessions_share_the_work() {
     .await;
     h.wait_ready().await;
     let first = tokio::spawn(h.classify_png().send());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.faults.wait_runs_started(1).await;
     let second = tokio::spawn(h.classify_png().send());
     let mut workers = std::collections::HashSet::new();
     for r in [first, second] {
@@ -528,8 +556,8 @@ async fn sigterm_under_load_answers_every_admitted_request() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     let signalled = std::time::Instant::now();
     let server = h.begin_shutdown();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(h.ready_status().await, 503, "readiness fails at once");
+    // Readiness fails during the drain delay, while the load is still being answered.
+    h.wait_ready_status(503).await;
     // Sent during the drain delay, on a new connection: still served (the listener stays open
     // so load balancers can catch up) or refused with 503, never lost.
     let late = reqwest::Client::new()

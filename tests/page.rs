@@ -6,21 +6,22 @@ mod common;
 
 use base64::Engine as _;
 
-use common::{png, TestServer, MODEL};
+use axum::http::HeaderMap;
+use common::{png, router, TestServer, MODEL};
 
-fn content_type(r: &reqwest::Response) -> String {
-    r.headers()["content-type"].to_str().unwrap().to_string()
+fn content_type(headers: &HeaderMap) -> &str {
+    headers["content-type"].to_str().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_and_its_assets_are_served_with_their_types() {
-    let s = TestServer::start(|_| {}).await;
-    let r = s.get("/").await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(content_type(&r), "text/html; charset=utf-8");
-    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    let app = router(|_| {});
+    let (status, headers, body) = app.call("GET", "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type(&headers), "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'self'"), "{csp}");
-    let html = r.text().await.unwrap();
+    let html = String::from_utf8(body).unwrap();
     assert!(html.starts_with("<!doctype html>"), "{html:.200}");
     assert!(html.contains("<title>"));
     // Nothing from elsewhere: every script and style sheet is this server's.
@@ -32,16 +33,16 @@ async fn the_page_and_its_assets_are_served_with_their_types() {
         ("/page/style.css", "text/css; charset=utf-8"),
     ] {
         assert!(html.contains(path), "the page does not load {path}");
-        let r = s.get(path).await;
-        assert_eq!(r.status(), 200, "{path}");
-        assert_eq!(content_type(&r), want, "{path}");
-        total += r.bytes().await.unwrap().len();
+        let (status, headers, body) = app.call("GET", path).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(content_type(&headers), want, "{path}");
+        total += body.len();
     }
     // The whole first view, uncompressed (README states the figure).
     eprintln!("page first view: {total} bytes");
     assert!(total < 64 * 1024, "the page grew to {total} bytes");
 
-    let js = s.get("/page/app.js").await.text().await.unwrap();
+    let js = String::from_utf8(app.call("GET", "/page/app.js").await.2).unwrap();
     for sample in [
         "ankle-boot.png",
         "pullover.png",
@@ -51,10 +52,9 @@ async fn the_page_and_its_assets_are_served_with_their_types() {
         "sneaker.png",
     ] {
         assert!(js.contains(sample));
-        let r = s.get(&format!("/page/samples/{sample}")).await;
-        assert_eq!(r.status(), 200, "{sample}");
-        assert_eq!(content_type(&r), "image/png");
-        let bytes = r.bytes().await.unwrap();
+        let (status, headers, bytes) = app.call("GET", &format!("/page/samples/{sample}")).await;
+        assert_eq!(status, 200, "{sample}");
+        assert_eq!(content_type(&headers), "image/png");
         assert_eq!(
             image::load_from_memory(&bytes)
                 .unwrap()
@@ -63,13 +63,12 @@ async fn the_page_and_its_assets_are_served_with_their_types() {
             (28, 28)
         );
     }
-    let r = s.get("/page/samples/nope.png").await;
-    assert_eq!(r.status(), 404);
+    let (status, _, body) = app.call("GET", "/page/samples/nope.png").await;
+    assert_eq!(status, 404);
     assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"],
         "not_found"
     );
-    s.stop().await;
 }
 
 async fn preprocess(
@@ -101,7 +100,7 @@ async fn preprocess_returns_the_model_sized_image() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(content_type(&r), "image/png");
+    assert_eq!(content_type(r.headers()), "image/png");
     let seen = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
     let want = image::load_from_memory(&input).unwrap().into_rgb8();
     assert_eq!(seen.color(), image::ColorType::Rgb8);

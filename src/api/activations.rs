@@ -2,6 +2,8 @@
 //! course, raw or spatially pooled, as JSON (small answers) or `.npz` (`Accept:
 //! application/x-npz`; `np.load` opens it, one array per layer named after it).
 
+mod encode;
+
 use std::time::Instant;
 
 use axum::extract::{Path, RawQuery, State};
@@ -18,9 +20,7 @@ use super::inference::{
 use super::input::{merge_options, ImagePayload};
 use super::selection::{Pool, Selection};
 use super::AppState;
-use crate::engine::ItemResult;
-use crate::model::ModelInfo;
-use crate::npz::{NpyData, NpzWriter};
+use crate::gather::answer_values;
 use crate::presentation::Presentation;
 
 pub const NPZ_MEDIA_TYPE: &str = "application/x-npz";
@@ -75,226 +75,6 @@ pub struct ActivationsResponse {
     pub time_ms: Vec<f64>,
     pub pool: Pool,
     pub layers: std::collections::BTreeMap<String, LayerActivations>,
-}
-
-/// One layer's selected values across the request's stimuli, flattened C-order.
-struct Gathered {
-    name: String,
-    shape: Vec<usize>,
-    data: Vec<f32>,
-}
-
-fn gather(
-    info: &ModelInfo,
-    results: &[ItemResult],
-    sel: &Selection,
-) -> Result<Vec<Gathered>, ApiError> {
-    sel.layers
-        .iter()
-        .map(|name| {
-            let layout = LayerLayout::new(info, sel, name, results.len())?;
-            gather_layer(results, sel, name, layout)
-        })
-        .collect()
-}
-
-/// One layer's item shape `[T, ...]`, values per step, and answer shape.
-struct LayerLayout {
-    item_shape: Vec<usize>,
-    per_step: usize,
-    shape: Vec<usize>,
-}
-
-impl LayerLayout {
-    fn new(
-        info: &ModelInfo,
-        sel: &Selection,
-        name: &str,
-        stimuli: usize,
-    ) -> Result<Self, ApiError> {
-        let item_shape = info
-            .item_shape(name)
-            .ok_or_else(|| ApiError::Internal(format!("no shape for {name}")))?;
-        let per_step = item_shape[1..].iter().product();
-        let shape = answer_shape(&item_shape, sel, stimuli);
-        Ok(Self {
-            item_shape,
-            per_step,
-            shape,
-        })
-    }
-
-    /// Pooled answers keep only the channel axis of a [T, C, H, W] layer.
-    fn pooled(&self) -> bool {
-        self.shape.len() < self.item_shape.len() + 1
-    }
-
-    /// Step `t` of one item's `[T, ...]` values.
-    fn step<'a>(&self, values: &'a [f32], t: usize) -> &'a [f32] {
-        &values[t * self.per_step..(t + 1) * self.per_step]
-    }
-}
-
-fn layer_values<'a>(r: &'a ItemResult, name: &str) -> Result<&'a [f32], ApiError> {
-    r.output(name)
-        .ok_or_else(|| ApiError::Internal(format!("the batch has no output {name}")))
-}
-
-fn gather_layer(
-    results: &[ItemResult],
-    sel: &Selection,
-    name: &str,
-    layout: LayerLayout,
-) -> Result<Gathered, ApiError> {
-    let pooled = layout.pooled();
-    // Spatial plane of one channel (only read when pooling, i.e. for [T, C, H, W] layers).
-    let plane = layout.item_shape[2..].iter().product::<usize>();
-    let mut data = Vec::with_capacity(layout.shape.iter().product());
-    for r in results {
-        let values = layer_values(r, name)?;
-        for &t in &sel.steps {
-            let step = layout.step(values, t);
-            let pool = if pooled { sel.pool } else { Pool::None };
-            crate::pool::pool_step(step, plane, pool, &mut data);
-        }
-    }
-    Ok(Gathered {
-        name: name.to_string(),
-        shape: layout.shape,
-        data,
-    })
-}
-
-/// Shape of one output in the answer: `[stimuli, steps, ...]` with the item's per-step axes, or
-/// only its channels when space is pooled (logits, `[T, K]`, are never pooled).
-fn answer_shape(item_shape: &[usize], sel: &Selection, stimuli: usize) -> Vec<usize> {
-    let mut shape = vec![stimuli, sel.steps.len()];
-    if sel.pool != Pool::None && item_shape.len() == 4 {
-        shape.push(item_shape[1]);
-    } else {
-        shape.extend_from_slice(&item_shape[1..]);
-    }
-    shape
-}
-
-/// Writes `data` as nested JSON arrays of `shape` (non-finite values as null, as JSON has none).
-fn write_nested(out: &mut Vec<u8>, data: &[f32], shape: &[usize]) {
-    match shape {
-        [] => write_f32(out, data[0]),
-        [n] => {
-            out.push(b'[');
-            for (i, v) in data[..*n].iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_f32(out, *v);
-            }
-            out.push(b']');
-        }
-        [n, rest @ ..] => {
-            let stride: usize = rest.iter().product();
-            out.push(b'[');
-            for i in 0..*n {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_nested(out, &data[i * stride..(i + 1) * stride], rest);
-            }
-            out.push(b']');
-        }
-    }
-}
-
-fn write_f32(out: &mut Vec<u8>, v: f32) {
-    if v.is_finite() {
-        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
-    } else {
-        out.extend_from_slice(b"null");
-    }
-}
-
-fn json_body(
-    model: &str,
-    steps: &[usize],
-    time_ms: &[f64],
-    pool: Pool,
-    layers: &[Gathered],
-) -> Vec<u8> {
-    let values: usize = layers.iter().map(|l| l.data.len()).sum();
-    let mut out = Vec::with_capacity(64 + values * 12);
-    let head =
-        serde_json::json!({"model": model, "steps": steps, "time_ms": time_ms, "pool": pool});
-    let head = head.to_string();
-    // Splice the layers object into the header object, streaming the big arrays.
-    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-    out.extend_from_slice(b",\"layers\":{");
-    for (i, l) in layers.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(
-            serde_json::to_string(&l.name)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
-        out.extend_from_slice(b":{\"shape\":");
-        out.extend_from_slice(
-            serde_json::to_string(&l.shape)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
-        out.extend_from_slice(b",\"data\":");
-        write_nested(&mut out, &l.data, &l.shape);
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"}}");
-    out
-}
-
-/// The npz answer. Unpooled layers are copied from the batch outputs straight into a
-/// pre-sized archive: all layers x steps of rgc_intermediate are 89 MB per image, and each extra
-/// pass over fresh memory (an intermediate copy, a growing buffer) showed in the latency.
-fn npz_body(
-    info: &ModelInfo,
-    results: &[ItemResult],
-    sel: &Selection,
-    time_ms: &[f64],
-) -> Result<Vec<u8>, ApiError> {
-    let internal = |e: crate::npz::NpzError| ApiError::Internal(format!("writing npz: {e}"));
-    let layouts = sel
-        .layers
-        .iter()
-        .map(|name| LayerLayout::new(info, sel, name, results.len()))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Values, plus a generous 1 KiB per array for the ZIP and .npy headers.
-    let bytes: usize = layouts
-        .iter()
-        .map(|l| l.shape.iter().product::<usize>() * 4 + 1024)
-        .sum::<usize>()
-        + 2048
-        + sel.steps.len() * 16;
-    let mut npz = NpzWriter::with_capacity(bytes);
-    for (name, layout) in sel.layers.iter().zip(layouts) {
-        if layout.pooled() {
-            let g = gather_layer(results, sel, name, layout)?;
-            npz.add(name, &g.shape, NpyData::F32(&g.data))
-                .map_err(internal)?;
-        } else {
-            let mut parts = Vec::with_capacity(results.len() * sel.steps.len());
-            for r in results {
-                let values = layer_values(r, name)?;
-                parts.extend(sel.steps.iter().map(|&t| layout.step(values, t)));
-            }
-            npz.add_f32_parts(name, &layout.shape, &parts)
-                .map_err(internal)?;
-        }
-    }
-    let steps_i64: Vec<i64> = sel.steps.iter().map(|&s| s as i64).collect();
-    npz.add("steps", &[sel.steps.len()], NpyData::I64(&steps_i64))
-        .map_err(internal)?;
-    npz.add("time_ms", &[time_ms.len()], NpyData::F64(time_ms))
-        .map_err(internal)?;
-    Ok(npz.finish())
 }
 
 /// Which encoding the client accepts: `application/x-npz`, else JSON (the default), else 406.
@@ -387,16 +167,7 @@ pub async fn activations(
         Presentation::Sequence(_) => 1,
         _ => payload.images.len(),
     };
-    let values: usize = selection
-        .layers
-        .iter()
-        .filter_map(|l| info.item_shape(l))
-        .map(|s| {
-            answer_shape(&s, &selection, stimuli_count)
-                .iter()
-                .product::<usize>()
-        })
-        .sum();
+    let values = answer_values(&info, &selection, stimuli_count);
     // Refuse an oversized JSON answer before doing the work.
     if !npz && values > state.limits.max_json_values {
         return Err(ApiError::NotAcceptable(format!(
@@ -437,47 +208,16 @@ pub async fn activations(
         INLINE_JSON_VALUES
     };
     let body = off_the_async_threads(values <= inline_up_to, move || {
-        body(npz, &info, &results, &selection, &time_ms)
+        encode::body(npz, &info, &results, &selection, &time_ms)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("building the answer failed: {e}")))??;
     Ok((headers, body).into_response())
 }
 
-fn body(
-    npz: bool,
-    info: &ModelInfo,
-    results: &[ItemResult],
-    selection: &Selection,
-    time_ms: &[f64],
-) -> Result<Vec<u8>, ApiError> {
-    if npz {
-        npz_body(info, results, selection, time_ms)
-    } else {
-        let layers = gather(info, results, selection)?;
-        Ok(json_body(
-            info.name(),
-            &selection.steps,
-            time_ms,
-            selection.pool,
-            &layers,
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nested_json_has_the_shape() {
-        let mut out = Vec::new();
-        write_nested(&mut out, &[1.0, 2.0, 3.0, 4.0, 5.0, f32::NAN], &[2, 3]);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "[[1.0,2.0,3.0],[4.0,5.0,null]]"
-        );
-    }
 
     #[test]
     fn accept_negotiation() {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::engine::EngineError;
+use crate::gather::GatherError;
 use crate::image::ImageError;
 use crate::metrics::reason;
 use crate::presentation::PresentationError;
@@ -199,6 +200,12 @@ impl From<ImageError> for ApiError {
             }
             _ => ApiError::bad_request("invalid_image", e.to_string()),
         }
+    }
+}
+
+impl From<GatherError> for ApiError {
+    fn from(e: GatherError) -> Self {
+        ApiError::Internal(e.to_string())
     }
 }
 

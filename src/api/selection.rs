@@ -3,15 +3,9 @@
 //! an unknown layer or an out-of-range step is a 400 before any work is queued.
 
 use super::error::{quote, ApiError};
+pub use crate::gather::Selection;
 use crate::model::{ModelMetadata, LOGITS_NAME};
 pub use crate::pool::Pool;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Selection {
-    pub layers: Vec<String>,
-    pub steps: Vec<usize>,
-    pub pool: Pool,
-}
 
 fn out_of_range(msg: String) -> ApiError {
     ApiError::bad_request("step_out_of_range", msg)

@@ -5,9 +5,12 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderMap;
 use convrnn_serve::backend::ort::{init_runtime, inspect};
 use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor};
 use convrnn_serve::config::ServeArgs;
@@ -40,11 +43,14 @@ pub struct TestServer {
     /// The admin listener's base URL, when started with one ([`TestServer::start_with_admin`]).
     pub admin: Option<String>,
     pub client: reqwest::Client,
+    /// What a fake server's sessions did ([`TestServer::fake`]); untouched on a real one.
+    pub faults: Faults,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-/// A fake backend's timings and the engine's layout ([`TestServer::fake`]).
+/// A fake backend's timings, devices and the engine's layout ([`TestServer::fake`],
+/// [`Fake::engine`]).
 #[derive(Default, Clone)]
 pub struct Fake {
     /// How long building a session takes.
@@ -53,8 +59,15 @@ pub struct Fake {
     pub delay: Duration,
     /// Per batch, on the all-cores session (`--cpu-thread-pool adaptive`); None: not adaptive.
     pub all_cores_delay: Option<Duration>,
+    /// Fake CUDA devices, `cuda:i` taking `device_delays[i]` per batch; empty: one CPU device
+    /// taking `delay`.
+    pub device_delays: Vec<Duration>,
+    /// The engine's warm-up runs (all-blank movies) take no time, so readiness does not wait on
+    /// a slow device; otherwise they take the delay like any batch (the CPU batch budget and
+    /// the all-cores calibration time them).
+    pub free_warm_up: bool,
     pub sessions: usize,
-    /// Faults a test arms, and how many sessions were built.
+    /// Faults a test arms, and what the fake sessions did.
     pub faults: Faults,
 }
 
@@ -67,11 +80,19 @@ pub enum Fault {
     Panic,
 }
 
-/// Faults armed by a test and the sessions the factory built, shared with every fake session.
+/// A request batch a fake session started: its device and the outputs it asked for.
+type Run = (Device, Vec<String>);
+
+/// Faults armed by a test, devices it holds, the sessions the factory built and the request
+/// batches the sessions started, shared with every fake session.
 #[derive(Default, Clone)]
 pub struct Faults {
-    next: Arc<std::sync::Mutex<Option<Fault>>>,
-    sessions_built: Arc<std::sync::atomic::AtomicUsize>,
+    next: Arc<Mutex<Option<Fault>>>,
+    sessions_built: Arc<AtomicUsize>,
+    /// The device and outputs of each request batch, in the order the batches started.
+    runs: Arc<Mutex<Vec<Run>>>,
+    /// Devices whose request batches wait, once started, until [`Faults::release`].
+    held: Arc<(Mutex<Vec<Device>>, Condvar)>,
 }
 
 impl Faults {
@@ -80,26 +101,89 @@ impl Faults {
     }
 
     pub fn sessions_built(&self) -> usize {
-        self.sessions_built
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.sessions_built.load(SeqCst)
+    }
+
+    /// Batches of requests (not warm-up runs) a session has started running.
+    pub fn runs_started(&self) -> usize {
+        self.runs.lock().unwrap().len()
+    }
+
+    /// The outputs of each request batch started so far, which tells a classification
+    /// (`["logits"]`) from an activations request.
+    pub fn run_outputs(&self) -> Vec<Vec<String>> {
+        let runs = self.runs.lock().unwrap();
+        runs.iter().map(|(_, outputs)| outputs.clone()).collect()
+    }
+
+    /// The device of each request batch started so far.
+    pub fn run_devices(&self) -> Vec<Device> {
+        let runs = self.runs.lock().unwrap();
+        runs.iter().map(|(device, _)| *device).collect()
+    }
+
+    /// Request batches on `device` wait, once started, until [`Faults::release`]: a device as
+    /// slow as the test wants, without a timing to guess.
+    pub fn hold(&self, device: Device) {
+        self.held.0.lock().unwrap().push(device);
+    }
+
+    /// Lets every held batch finish, and later ones run at once.
+    pub fn release(&self) {
+        self.held.0.lock().unwrap().clear();
+        self.held.1.notify_all();
+    }
+
+    fn wait_while_held(&self, device: Device) {
+        let (held, released) = &*self.held;
+        let mut held = held.lock().unwrap();
+        while held.contains(&device) {
+            held = released.wait(held).unwrap();
+        }
+    }
+
+    /// Waits (bounded) until `n` request batches have started: the state a test sets up
+    /// before its next step, without guessing how long that takes.
+    pub async fn wait_runs_started(&self, n: usize) {
+        wait_until(&format!("{n} runs started"), || self.runs_started() >= n).await;
     }
 }
 
-/// Answers zeros of the right shapes after sleeping `delay` per batch.
+/// Polls `done` every 5 ms; panics after 30 s, naming `what`.
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Answers zeros of the right shapes after sleeping `delay` per batch, as `device`.
 struct FakeBackend {
     info: ModelInfo,
+    device: Device,
     delay: Duration,
+    free_warm_up: bool,
     faults: Faults,
 }
 
 impl Backend for FakeBackend {
     fn run(
         &mut self,
-        _frames: &[f32],
+        frames: &[f32],
         batch: usize,
         outputs: &[String],
     ) -> Result<Vec<OutputTensor>, BackendError> {
-        std::thread::sleep(self.delay);
+        let blank = self.info.metadata.time.blank_value;
+        let warm_up = frames.iter().all(|v| *v == blank);
+        if !warm_up {
+            let run = (self.device, outputs.to_vec());
+            self.faults.runs.lock().unwrap().push(run);
+            self.faults.wait_while_held(self.device);
+        }
+        if !(warm_up && self.free_warm_up) {
+            std::thread::sleep(self.delay);
+        }
         let fault = self.faults.next.lock().unwrap().take();
         match fault {
             Some(Fault::Error) => return Err(BackendError::Run("injected failure".into())),
@@ -121,7 +205,62 @@ impl Backend for FakeBackend {
     }
 
     fn device(&self) -> Device {
-        Device::Cpu
+        self.device
+    }
+}
+
+impl Fake {
+    /// The devices the engine runs on: the fake CUDA devices, or the CPU.
+    pub fn devices(&self) -> Vec<Device> {
+        if self.device_delays.is_empty() {
+            vec![Device::Cpu]
+        } else {
+            (0..self.device_delays.len() as i32)
+                .map(Device::Cuda)
+                .collect()
+        }
+    }
+
+    /// The real engine over fake sessions for the fixture's description, configured from
+    /// `args` as the binary configures it; does not wait for the warm-up.
+    pub fn engine(&self, args: &ServeArgs) -> (Arc<Engine>, Arc<Metrics>) {
+        init_runtime(None, Default::default()).unwrap();
+        let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
+        let fake = self.clone();
+        let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device, width| {
+            std::thread::sleep(fake.startup);
+            fake.faults.sessions_built.fetch_add(1, SeqCst);
+            let delay = match (device, width) {
+                (Device::Cuda(i), _) => fake.device_delays[i as usize],
+                (_, Width::AllCores) => fake.all_cores_delay.unwrap_or(fake.delay),
+                (_, Width::Share) => fake.delay,
+            };
+            Ok(Box::new(FakeBackend {
+                info: info.clone(),
+                device,
+                delay,
+                free_warm_up: fake.free_warm_up,
+                faults: fake.faults.clone(),
+            }) as Box<dyn Backend>)
+        });
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::start(
+            vec![info],
+            factory,
+            EngineConfig {
+                devices: self.devices(),
+                sessions_per_device: self.sessions.max(1),
+                max_batch: args.max_batch_size,
+                cpu_batch_budget: args.cpu_batch_budget(),
+                max_delay: args.max_queue_delay(),
+                queue_capacity: args.queue_capacity,
+                request_timeout: args.request_timeout(),
+                cpu_adaptive: self.all_cores_delay.is_some(),
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        (Arc::new(engine), metrics)
     }
 }
 
@@ -177,54 +316,13 @@ impl TestServer {
     /// engine and HTTP server; one image a batch unless `configure` says otherwise. Returns at
     /// once: the workers warm up for `fake.startup`.
     pub async fn fake(fake: Fake, configure: impl FnOnce(&mut ServeArgs)) -> Self {
-        let Fake {
-            startup,
-            delay,
-            all_cores_delay,
-            sessions,
-            faults,
-        } = fake;
-        init_runtime(None, Default::default()).unwrap();
-        let info = inspect(&fixture_dir().join("tiny_convrnn.onnx")).unwrap();
         let args = test_args(|a| {
             a.max_batch_size = 1;
             a.max_queue_delay_ms = 0;
             a.drain_timeout_ms = 20_000;
             configure(a);
         });
-        let factory: BackendFactory = Arc::new(move |info: &ModelInfo, _device, width| {
-            std::thread::sleep(startup);
-            faults
-                .sessions_built
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(Box::new(FakeBackend {
-                faults: faults.clone(),
-                info: info.clone(),
-                delay: match width {
-                    Width::Share => delay,
-                    Width::AllCores => all_cores_delay.unwrap_or(delay),
-                },
-            }) as Box<dyn Backend>)
-        });
-        let metrics = Arc::new(Metrics::new());
-        let engine = Arc::new(
-            Engine::start(
-                vec![info],
-                factory,
-                EngineConfig {
-                    devices: vec![Device::Cpu],
-                    sessions_per_device: sessions.max(1),
-                    max_batch: args.max_batch_size,
-                    cpu_batch_budget: args.cpu_batch_budget(),
-                    max_delay: args.max_queue_delay(),
-                    queue_capacity: args.queue_capacity,
-                    request_timeout: args.request_timeout(),
-                    cpu_adaptive: all_cores_delay.is_some(),
-                },
-                metrics.clone(),
-            )
-            .unwrap(),
-        );
+        let (engine, metrics) = fake.engine(&args);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
@@ -237,7 +335,9 @@ impl TestServer {
                 let _ = rx.await;
             },
         ));
-        Self::new(base, tx, handle)
+        let mut server = Self::new(base, tx, handle);
+        server.faults = fake.faults;
+        server
     }
 
     fn new(
@@ -249,6 +349,7 @@ impl TestServer {
             base,
             admin: None,
             client: reqwest::Client::new(),
+            faults: Faults::default(),
             shutdown: Some(shutdown),
             handle: Some(handle),
         }
@@ -257,11 +358,16 @@ impl TestServer {
     /// Waits until `/health/ready` answers 200; panics after 60 s (a debug build on a loaded
     /// 2-core machine can take that long to warm up).
     pub async fn wait_ready(&self) {
+        self.wait_ready_status(200).await
+    }
+
+    /// Waits until `/health/ready` answers `status`; panics after 60 s.
+    pub async fn wait_ready_status(&self, status: u16) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.ready_status().await != 200 {
+        while self.ready_status().await != status {
             assert!(
                 Instant::now() < deadline,
-                "server at {} did not become ready in 60 s",
+                "server at {} did not answer {status} to /health/ready in 60 s",
                 self.base
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -300,6 +406,20 @@ impl TestServer {
         let url = format!("{}/metrics", self.admin.as_ref().unwrap_or(&self.base));
         let r = self.client.get(url).send().await.expect("GET /metrics");
         r.text().await.unwrap()
+    }
+
+    /// Waits (bounded) until the Prometheus text holds the line `sample` (series and value),
+    /// e.g. `convrnn_queue_depth{model="tiny_convrnn"} 1`.
+    pub async fn wait_for_metric(&self, sample: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.metrics().await;
+            if text.lines().any(|l| l == sample) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no {sample} within 30 s: {text}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// `POST path` with `body` as a raw body of type `content_type`, not yet sent.
@@ -348,6 +468,51 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// The app's router on the fixture with real ONNX Runtime, `configure` applied to
+/// [`test_args`], and no socket: for tests of what a request is answered, not of connections or
+/// drains. Its workers warm up in the background; requests wait in the queue meanwhile.
+pub fn router(configure: impl FnOnce(&mut ServeArgs)) -> TestRouter {
+    let args = test_args(configure);
+    let metrics = Arc::new(Metrics::new());
+    let engine = convrnn_serve::start_engine(&args, metrics.clone()).unwrap();
+    let keys = convrnn_serve::api_keys(&args).unwrap();
+    let state = convrnn_serve::app_state(&args, engine.clone(), metrics, keys);
+    TestRouter {
+        app: convrnn_serve::api::router(state),
+        engine,
+    }
+}
+
+/// The router of [`router`] and its engine, whose workers it stops when dropped: a process
+/// that exits while they still hold ONNX Runtime sessions can crash in the runtime's teardown.
+pub struct TestRouter {
+    pub app: axum::Router,
+    engine: Arc<Engine>,
+}
+
+impl TestRouter {
+    /// Sends `method path` with an empty body, without a socket: the status, the headers and
+    /// the body.
+    pub async fn call(&self, method: &str, path: &str) -> (u16, HeaderMap, Vec<u8>) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts.status.as_u16(), parts.headers, body.to_vec())
+    }
+}
+
+impl Drop for TestRouter {
+    fn drop(&mut self) {
+        self.engine.shutdown();
     }
 }
 
