@@ -23,7 +23,8 @@ Inputs: 224x224 PNGs (skimage.data photos, fitted, and their mirror images): at 
 size the server's resize is the identity, so the server, TF and ORT see the same pixels.
 
 Prepare the weights once (TF venv; a seeded random checkpoint at the full 224 px, then the
-converter), then run (about 8-10 minutes on a 2-core machine):
+converter), then run (about 12 minutes on a loaded 2-core machine, half of it the server's
+start-up):
 
     /work/tfref/venv/bin/python models/reference/authors_reference.py --authors /work/tfref/convrnns \\
         --out /tmp/ref224 --arch rgc_intermediate --checkpoint-dir /tmp/ckpt --full-size
