@@ -79,9 +79,10 @@ def weight(arch: str, name: str, shape: Tuple[int, ...]) -> np.ndarray:
     return (0.1 * g.standard_normal(shape)).astype(np.float32)
 
 
-def inputs(arch: str) -> np.ndarray:
-    """[BATCH, S, S, 3] normalised NHWC images: smooth random blobs plus noise."""
-    s = input_size(arch)
+def inputs(arch: str, size: int = 0) -> np.ndarray:
+    """[BATCH, S, S, 3] normalised NHWC images: smooth random blobs plus noise (S: ``size``,
+    by default the architecture's small test input)."""
+    s = size or input_size(arch)
     g = np.random.default_rng(INPUT_SEED)
     coarse = g.standard_normal((BATCH, s // 8, s // 8, 3))
     x = np.repeat(np.repeat(coarse, 8, 1), 8, 2) + 0.3 * g.standard_normal((BATCH, s, s, 3))

@@ -16,6 +16,9 @@ TensorFlow), saves them with TF's ``Saver``, restores them through the authors' 
 ``<arch>.npz``: the variable names and shapes, the inputs, and every layer's output at every
 step, reduced as ``convrnn.reference_weights.reduce_output`` says, plus the full logits.
 ``--checkpoint-dir DIR`` also keeps the TF checkpoint (``DIR/<arch>/model.ckpt``).
+``--full-size`` builds the graph at the authors' own 224 px instead (the RGC kernels, clipped to
+the map size, then have their released shapes), for a checkpoint to convert and serve at full
+size (benches/investigations/authors_tf_vs_server.py).
 """
 from __future__ import annotations
 
@@ -81,18 +84,19 @@ def small_input_graph(base_name, size):
     return path
 
 
-def run(arch, authors, out_dir, ckpt_dir=None, list_only=False):
+def run(arch, authors, out_dir, ckpt_dir=None, list_only=False, full_size=False):
     v1 = install(authors)
     from convrnns.models.model_func import model_func
     from convrnns.utils.loader import MODEL_TO_KWARGS, get_restore_vars
 
-    size = rw.input_size(arch)
-    images = rw.inputs(arch)  # [B, H, W, 3] NHWC, already normalised
+    size = 224 if full_size else rw.input_size(arch)
+    images = rw.inputs(arch, size)  # [B, H, W, 3] NHWC, already normalised
     g = v1.Graph()
     with g.as_default():
         x = v1.placeholder(v1.float32, shape=list(images.shape))
         kwargs = dict(MODEL_TO_KWARGS[arch])
-        kwargs["base_name"] = small_input_graph(kwargs["base_name"], size)
+        if not full_size:
+            kwargs["base_name"] = small_input_graph(kwargs["base_name"], size)
         nl = 6 if "shallow" in arch else 11
         outs = model_func(inputs=x, out_layers=layer_names(nl), include_all_times=True,
                           include_logits=True, **kwargs)
@@ -153,11 +157,13 @@ def main():
     ap.add_argument("--arch", nargs="*", default=None)
     ap.add_argument("--checkpoint-dir")
     ap.add_argument("--list", action="store_true", help="print the variables and exit")
+    ap.add_argument("--full-size", action="store_true",
+                    help="build the graph at the authors' 224 px, not the small test input")
     a = ap.parse_args()
     out = os.path.abspath(a.out)
     ck = a.checkpoint_dir and os.path.abspath(a.checkpoint_dir)
     for arch in a.arch or rw.ARCHS:
-        m = run(arch, a.authors, out, ck, list_only=a.list)
+        m = run(arch, a.authors, out, ck, list_only=a.list, full_size=a.full_size)
         if a.list:
             for n, s, dt in m:
                 print(arch, n, s, dt)
