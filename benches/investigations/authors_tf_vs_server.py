@@ -19,8 +19,9 @@ binary); peak memory is each process's VmHWM (peak RSS) at the end. Outputs must
 top-5 classes at the readout step of every image equal between TF and the server and ORT, and
 the logits of ORT within 1e-4 (relative to their largest) of TF's.
 
-Inputs: 224x224 PNGs (skimage.data photos, fitted, and their mirror images): at the model's
-size the server's resize is the identity, so the server, TF and ORT see the same pixels.
+Inputs: 256x256 PNGs (skimage.data photos, fitted, and their mirror images); TF and ORT take
+their centre 224x224, the server gets the PNG and does the same (the model's preprocessing:
+shorter side to 256, which is the identity here, then the centre 224), so all see the same pixels.
 
 Prepare the weights once (TF venv; a seeded random checkpoint at the full 224 px, then the
 converter), then run (about 12 minutes on a loaded 2-core machine, half of it the server's
@@ -52,7 +53,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 CROP = 224
-SIDE = CROP  # the server resizes anything else
+SIDE = 256  # the converted model's resize_shorter_side: the server only cuts out the centre
 OFF = (SIDE - CROP) // 2
 
 
