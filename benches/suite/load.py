@@ -158,11 +158,18 @@ def stop(proc: subprocess.Popen):
             proc.wait()
 
 
-def start_rust(model: str, port: int, flags: list[str], log: str, binary: str = BIN):
+def pinned(cmd: list[str], cpus: str | None) -> list[str]:
+    """`cmd` run on the CPUs `cpus` (a taskset list such as "0" or "0-3"), when given."""
+    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
+
+
+def start_rust(model: str, port: int, flags: list[str], log: str, binary: str = BIN,
+               cpus: str | None = None):
     mdir = tempfile.mkdtemp(prefix="bench-models-")
     os.symlink(os.path.abspath(model), os.path.join(mdir, os.path.basename(model)))
-    cmd = [binary, "serve", "--model-dir", mdir, "--listen", f"127.0.0.1:{port}", "--devices", "cpu",
-           *flags]
+    # taskset execs the server, so the pid sampled is the server's
+    cmd = pinned([binary, "serve", "--model-dir", mdir, "--listen", f"127.0.0.1:{port}", "--devices", "cpu",
+                  *flags], cpus)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True, env={**os.environ, "RUST_LOG": "warn"})
     return proc, cmd, mdir
@@ -180,9 +187,9 @@ def start_python(model: str, port: int, workers: int, intra: int, log: str, prun
 
 
 def run_wrk(url: str, body: str, ctype: str, accept: str, conns: int, seconds: float,
-            timeout_s: int, threads: int = 1, count_429: bool = False) -> dict:
-    cmd = ["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{int(round(seconds))}s", f"--timeout",
-           f"{timeout_s}s", "-s", LUA, url]
+            timeout_s: int, threads: int = 1, count_429: bool = False, cpus: str | None = None) -> dict:
+    cmd = pinned(["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{int(round(seconds))}s", f"--timeout",
+                  f"{timeout_s}s", "-s", LUA, url], cpus)
     env = {**os.environ, "BODY_FILE": body, "CONTENT_TYPE": ctype, "ACCEPT": accept,
            "COUNT_429": "1" if count_429 else "0"}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -275,6 +282,8 @@ def main():
                          "--saturate-seconds, and report the overload's offered rate against it")
     ap.add_argument("--saturate-seconds", type=float, default=10)
     ap.add_argument("--bin", default=BIN, help="the server binary (default: the release build)")
+    ap.add_argument("--server-cpus", help="overload: pin the server to these CPUs (taskset list, e.g. 0)")
+    ap.add_argument("--client-cpus", help="overload: pin wrk to these CPUs (e.g. 1), apart from the server")
     # paired
     ap.add_argument("--against", choices=["raw", "raw-latency", "python", "python-pruned"],
                     default="raw",
@@ -293,7 +302,8 @@ def main():
     if args.server == "paired":
         return paired(args, meta, base, log)
     if args.server in ("rust", "overload"):
-        proc, cmd, mdir = start_rust(args.model, args.port, rust_flags(args), log, args.bin)
+        proc, cmd, mdir = start_rust(args.model, args.port, rust_flags(args), log, args.bin,
+                                     args.server_cpus if args.server == "overload" else None)
         extra = {"server_cmd": " ".join(cmd[1:]).replace(mdir, "<dir with the model>"),
                  "tag": args.tag}
     else:
@@ -436,13 +446,13 @@ def overload(args, base: str, pid: int, meta: dict, extra: dict):
     saturated = None
     if args.saturate:
         saturated = run_wrk(url, body, ctype, accept, args.saturate, args.saturate_seconds,
-                            args.wrk_timeout, count_429=True)
+                            args.wrk_timeout, count_429=True, cpus=args.client_cpus)
     before = queue_wait_buckets(base, meta["name"])
     idle = rss_kib(pid)
     sampler = Sampler(pid)
     sampler.start()
     r = run_wrk(url, body, ctype, accept, args.connections, args.seconds, args.wrk_timeout,
-                threads=2, count_429=True)
+                threads=2, count_429=True, cpus=args.client_cpus)
     stopped = time.monotonic()
     # Full service again: the first request after the load that is answered 200.
     while True:
