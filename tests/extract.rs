@@ -452,16 +452,17 @@ async fn slow_server(delay_ms: u64, deadline_ms: u64) -> common::TestServer {
     server
 }
 
-#[tokio::test]
-async fn a_slow_server_gets_fewer_requests_at_once_instead_of_endless_504s() {
-    // Each image takes 300 ms on one worker and requests expire at 1 s: of four requests of one
-    // image sent at once the fourth cannot finish in time, three can.
-    let server = slow_server(300, 1000).await;
-    let dir = scratch("deadline");
-    let imgs = images(&dir, 8, None).display().to_string();
-    let out = dir.join("out").display().to_string();
-    let base = server.base.clone();
-    let run = tokio::task::spawn_blocking(move || {
+/// `extract --server` from `server` in batches of `batch` with `concurrency` requests at once.
+async fn extract_from(
+    server: &common::TestServer,
+    imgs: &str,
+    out: &str,
+    batch: usize,
+    concurrency: usize,
+) -> Output {
+    let (base, imgs, out) = (server.base.clone(), imgs.to_string(), out.to_string());
+    let (batch, concurrency) = (batch.to_string(), concurrency.to_string());
+    tokio::task::spawn_blocking(move || {
         extract(&[
             "--server",
             &base,
@@ -472,13 +473,24 @@ async fn a_slow_server_gets_fewer_requests_at_once_instead_of_endless_504s() {
             "--out",
             &out,
             "--batch",
-            "1",
+            &batch,
             "--concurrency",
-            "4",
+            &concurrency,
         ])
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_server_gets_fewer_requests_at_once_instead_of_endless_504s() {
+    // Each image takes 300 ms on one worker and requests expire at 1 s: of four requests of one
+    // image sent at once the fourth cannot finish in time, three can.
+    let server = slow_server(300, 1000).await;
+    let dir = scratch("deadline");
+    let imgs = images(&dir, 8, None).display().to_string();
+    let out = dir.join("out").display().to_string();
+    let run = extract_from(&server, &imgs, &out, 1, 4).await;
     let run = ok(run);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
@@ -501,26 +513,8 @@ async fn a_batch_that_outlasts_the_deadline_alone_stops_the_run_with_advice() {
     let dir = scratch("deadline-alone");
     let imgs = images(&dir, 3, None).display().to_string();
     let out = dir.join("out").display().to_string();
-    let base = server.base.clone();
     let started = std::time::Instant::now();
-    let run = tokio::task::spawn_blocking(move || {
-        extract(&[
-            "--server",
-            &base,
-            "--model",
-            "tiny_convrnn",
-            "--images",
-            &imgs,
-            "--out",
-            &out,
-            "--batch",
-            "3",
-            "--concurrency",
-            "1",
-        ])
-    })
-    .await
-    .unwrap();
+    let run = extract_from(&server, &imgs, &out, 3, 1).await;
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(

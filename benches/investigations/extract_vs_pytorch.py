@@ -4,10 +4,15 @@ end) on the same Fashion-MNIST PNGs, the same model and weights, all layers x al
 no pooling. Reports images/s and the resident memory over each run (docs/extract.md).
 
     models/.venv/bin/python benches/investigations/extract_vs_pytorch.py --count 1000 \
-        --binary /tmp/extract-release-target/release/convrnn-serve
+        --binary target/release/convrnn-serve
+    # 64 photos at 224 px on a full-size rgc_intermediate (untrained export: the cost is the same)
+    models/.venv/bin/python benches/investigations/extract_vs_pytorch.py --stimuli photos --count 64 \
+        --batch 8 --arch rgc_intermediate --model build/rgc_intermediate.onnx --images /tmp/photos-256
 
-Needs models/.venv (torch, onnx, Pillow) and the PNGs of benches/investigations/fmnist_pngs.py (written to
---images if missing). The PyTorch loop runs in a child process so its memory is its own.
+Needs models/.venv (torch, onnx, Pillow) and the PNGs of benches/investigations/fmnist_pngs.py or
+photos.py (written to --images if missing; photos.py needs the root .venv's scikit-image). The
+PyTorch loop runs in a child process so its memory is its own. Each run's files are deleted when
+it ends except the first and last layer, which are compared.
 """
 import argparse
 import json
@@ -53,9 +58,8 @@ def pytorch_loop(a):
     t0 = time.perf_counter()
     for start in range(0, len(paths), a.batch):
         batch = paths[start:start + a.batch]
-        imgs = [(np.asarray(Image.open(p).convert("RGB").resize((inp["width"], inp["height"]),
-                 Image.Resampling.BILINEAR), np.float32).transpose(2, 0, 1) / 255 - mean) / std
-                for p in batch]
+        imgs = [(np.asarray(preprocess(Image.open(p).convert("RGB"), inp), np.float32).transpose(2, 0, 1)
+                 / 255 - mean) / std for p in batch]
         x = torch.from_numpy(np.stack(imgs))
         frames = torch.full((len(batch), tm["steps"]) + tuple(x.shape[1:]), tm["blank_value"])
         frames[:, : tm["image_on_steps"]] = x[:, None]
@@ -71,6 +75,19 @@ def pytorch_loop(a):
     for name, chunks in features.items():
         np.save(os.path.join(a.out, f"{name}.npy"), np.concatenate(chunks))
     print(json.dumps({"seconds": time.perf_counter() - t0}))
+
+
+def preprocess(img, inp):
+    """The contract's shorter-side-then-center-crop: the shorter side to resize_shorter_side (or
+    the input size), then the centre input-sized square."""
+    w, h = inp["width"], inp["height"]
+    side = inp.get("resize_shorter_side") or max(w, h)
+    scale = side / min(img.size)
+    size = (round(img.size[0] * scale), round(img.size[1] * scale))
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    left, top = (size[0] - w) // 2, (size[1] - h) // 2
+    return img.crop((left, top, left + w, top + h))
 
 
 def free_port():
@@ -89,6 +106,7 @@ def hwm_mib(pid):
 
 def curve(samples):
     """RSS at a quarter, half, three quarters of the run and at the end (MiB)."""
+    samples = [s for s in samples if s[1] > 0]  # not the samples taken after the process exited
     if not samples:
         return []
     return [samples[min(len(samples) - 1, int(len(samples) * q))][1] for q in (0.25, 0.5, 0.75, 0.999)]
@@ -100,6 +118,7 @@ def main():
     ap.add_argument("--model", default=os.path.join(ROOT, "models/rgc_fmnist.onnx"))
     ap.add_argument("--arch", default="rgc_fmnist")
     ap.add_argument("--images", default="/tmp/fmnist-png")
+    ap.add_argument("--stimuli", choices=["fmnist", "photos"], default="fmnist")
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -110,8 +129,16 @@ def main():
     if a.pytorch_loop:
         return pytorch_loop(a)
     if not os.path.exists(os.path.join(a.images, f"img_{a.count - 1:05d}.png")):
-        subprocess.run([sys.executable, os.path.join(HERE, "fmnist_pngs.py"), "--out", a.images,
-                        "--count", str(max(a.count, 10000))], check=True)
+        if a.stimuli == "fmnist":
+            subprocess.run([sys.executable, os.path.join(HERE, "fmnist_pngs.py"), "--out", a.images,
+                            "--count", str(max(a.count, 10000))], check=True)
+        else:
+            subprocess.run([os.path.join(ROOT, ".venv/bin/python"), os.path.join(HERE, "photos.py"),
+                            "--out", a.images, "--count", str(a.count)], check=True)
+    sys.path.insert(0, os.path.join(ROOT, "models"))
+    from convrnn.export import read_metadata
+    layer_names = [l["name"] for l in read_metadata(a.model)["layers"]]
+    compared = (layer_names[0], layer_names[-1])
     work = tempfile.mkdtemp(prefix="extract-bench-")
     csv = os.path.join(work, "stimuli.csv")
     with open(csv, "w") as f:
@@ -125,8 +152,12 @@ def main():
         rc, secs, samples, peak = rss.sample(cmd, a.interval, os.path.join(out, ".extract"))
         if rc != 0:
             sys.exit(f"{label} failed ({rc})")
+        written = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out) if f.endswith(".npy"))
         rows[label] = {"seconds": secs, "images_per_s": a.count / secs, "peak_mib": peak,
-                       "curve_mib": curve(samples)}
+                       "curve_mib": curve(samples), "written_mib": written / 2**20}
+        for f in os.listdir(out):
+            if f.endswith(".npy") and f[:-4] not in compared:
+                os.remove(os.path.join(out, f))
 
     out_local = os.path.join(work, "local")
     run("convrnn-serve extract (in-process)",
@@ -136,8 +167,11 @@ def main():
     os.makedirs(models)
     shutil.copy(a.model, models)
     port = free_port()
+    # A server for stimulus sets: a batch of a full-size model at every layer and step can outlast
+    # the default 30 s request deadline on a loaded machine.
     server = subprocess.Popen([a.binary, "serve", "--model-dir", models, "--listen", f"127.0.0.1:{port}",
-                               "--devices", "cpu"], stderr=subprocess.DEVNULL)
+                               "--devices", "cpu", "--request-timeout-ms", "600000"],
+                              stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):
             try:
@@ -165,21 +199,22 @@ def main():
 
     import numpy as np
     diffs = {}
-    for layer in ("conv1", "conv4"):
+    for layer in compared:
         mine = np.load(os.path.join(out_local, f"{layer}.npy"), mmap_mode="r")
         theirs = np.load(os.path.join(out_torch, f"{layer}.npy"), mmap_mode="r")
         remote = np.load(os.path.join(out_remote, f"{layer}.npy"), mmap_mode="r")
         diffs[layer] = (float(np.abs(mine - theirs).max()), bool(np.array_equal(mine, remote)))
-    print(f"\n{a.count} Fashion-MNIST PNGs, {a.arch}, all layers x all steps, float32, batch {a.batch}, "
+    what = "Fashion-MNIST PNGs" if a.stimuli == "fmnist" else "photos"
+    print(f"\n{a.count} {what}, {a.arch}, all layers x all steps, float32, batch {a.batch}, "
           f"{a.threads} cores available, PyTorch threads {a.threads}")
-    print("| method | images/s | wall s | peak RSS MiB | RSS at 25/50/75/100% of the run, MiB |")
-    print("|---|---:|---:|---:|---|")
+    print("| method | images/s | wall s | peak RSS MiB | RSS at 25/50/75/100% of the run, MiB | written MiB |")
+    print("|---|---:|---:|---:|---|---:|")
     for label, r in rows.items():
         extra = ""
         if "server_peak_mib" in r:
             extra = f" (server: peak {r['server_peak_mib']:.0f} MiB, {r['server_peak_before_mib']:.0f} before)"
         print(f"| {label} | {r['images_per_s']:.0f} | {r['seconds']:.2f} | {r['peak_mib']:.0f}{extra} | "
-              + " / ".join(f"{m:.0f}" for m in r["curve_mib"]) + " |")
+              + " / ".join(f"{m:.0f}" for m in r["curve_mib"]) + f" | {r['written_mib']:.0f} |")
     for layer, (d, same) in diffs.items():
         print(f"{layer}: largest |CLI - PyTorch| {d:.2e}; --server file identical to in-process: {same}")
     shutil.rmtree(work)

@@ -105,8 +105,8 @@ fn json_body(
 }
 
 /// The npz answer. Unpooled layers are copied from the batch outputs straight into a
-/// pre-sized archive: all layers x steps of rgc_intermediate are 89 MB per image, and each extra
-/// pass over fresh memory (an intermediate copy, a growing buffer) showed in the latency.
+/// pre-sized archive, because answers of full-size models run to tens of MB per image and every
+/// extra pass over fresh memory costs latency (docs/performance.md, "Activation answers").
 fn npz_body(
     info: &ModelInfo,
     results: &[ItemResult],
