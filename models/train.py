@@ -25,7 +25,8 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convrnn.data import load_fashion_mnist, normalize  # noqa: E402
 from convrnn.export import build_metadata, export_onnx  # noqa: E402
-from convrnn.model import ConvRNN, load_config, make_movie  # noqa: E402
+from convrnn.config import get_config  # noqa: E402
+from convrnn.model import ConvRNN, make_movie  # noqa: E402
 
 
 def set_seed(seed):
@@ -36,7 +37,7 @@ def set_seed(seed):
 
 def last_logits(model, frames):
     """logits at T-1; the exact fast path when it applies (see ConvRNN.forward_last)."""
-    fast = (model.cfg.get("readout", {}).get("rule", "last") == "last"
+    fast = (model.cfg.readout.rule == "last"
             and not any(model.fb_sources.values())
             and all(l.cell_type in ("feedforward", "rgc", "simplernn", "timedecay") for l in model.layers))
     if fast:
@@ -46,8 +47,8 @@ def last_logits(model, frames):
 
 
 def movie(model, x):
-    tm = model.cfg["time"]
-    return make_movie(x, tm["steps"], tm["image_on_steps"], tm.get("blank_value", 0.5))
+    tm = model.cfg.time
+    return make_movie(x, tm.steps, tm.image_on_steps, tm.blank_value)
 
 
 @torch.no_grad()
@@ -96,8 +97,8 @@ def main(argv=None):
 
     torch.set_num_threads(a.threads)
     set_seed(a.seed)
-    cfg = load_config(a.arch)
-    name = a.name or cfg["name"]
+    cfg = get_config(a.arch)
+    name = a.name or cfg.name
     out_dir = os.path.join(a.runs_dir, name)
     os.makedirs(out_dir, exist_ok=True)
 
@@ -105,8 +106,8 @@ def main(argv=None):
     x_te_u8, y_te = load_fashion_mnist("test")
     if a.limit:
         x_tr_u8, y_tr = x_tr_u8[:a.limit], y_tr[:a.limit]
-    x_tr, y_tr = normalize(x_tr_u8), torch.as_tensor(y_tr)
-    x_te, y_te = normalize(x_te_u8), torch.as_tensor(y_te)
+    x_tr, y_tr = normalize(x_tr_u8, cfg.input.mean, cfg.input.std), torch.as_tensor(y_tr)
+    x_te, y_te = normalize(x_te_u8, cfg.input.mean, cfg.input.std), torch.as_tensor(y_te)
 
     model = ConvRNN(cfg)
     n_params = model.num_params()
@@ -124,7 +125,7 @@ def main(argv=None):
         torch.set_rng_state(ck["rng"])
         log, start_epoch, train_seconds = ck["log"], ck["epoch"] + 1, ck["train_seconds"]
     print("%s: %s, %d params, %d train / %d test images, T=%d" % (
-        name, cfg["architecture"], n_params, len(x_tr), len(x_te), cfg["time"]["steps"]), flush=True)
+        name, cfg.architecture, n_params, len(x_tr), len(x_te), cfg.time.steps), flush=True)
 
     g = torch.Generator().manual_seed(a.seed)
     for epoch in range(start_epoch, a.epochs):
@@ -164,15 +165,15 @@ def main(argv=None):
             json.dump(log, f, indent=1)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "rng": torch.get_rng_state(), "epoch": epoch, "log": log,
-                    "train_seconds": train_seconds, "config": cfg}, ck_path)
+                    "train_seconds": train_seconds, "config": cfg.to_dict()}, ck_path)
 
     final_acc = log[-1]["test_top1"]
     trained_on = {"dataset": "fashion-mnist", "test_top1": final_acc, "epochs": a.epochs,
                   "seed": a.seed, "train_seconds": round(train_seconds, 1),
                   "command": "python train.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    desc = cfg.get("description", name) + "; trained on Fashion-MNIST (%d epochs, CPU), test top-1 %.2f%%" % (
+    desc = cfg.description + "; trained on Fashion-MNIST (%d epochs, CPU), test top-1 %.2f%%" % (
         a.epochs, 100 * final_acc)
-    torch.save({"model": model.state_dict(), "config": cfg, "trained_on": trained_on,
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "trained_on": trained_on,
                 "description": desc}, os.path.join(out_dir, "final.pt"))
     summary = {"name": name, "arch": a.arch, "params": n_params, "test_top1_torch": final_acc,
                "train_seconds": train_seconds, "epochs": a.epochs}

@@ -5,4 +5,5 @@ import os
 # the CPU is shared: spinning OpenMP threads make torch 10-50x slower under contention
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .model import ConvRNN, build_model, load_config, list_archs, make_movie, apply_readout  # noqa: F401
+from .config import ArchConfig, ConfigError, get_config, list_archs  # noqa: F401
+from .model import ConvRNN, build_model, make_movie, apply_readout  # noqa: F401

@@ -13,6 +13,7 @@ no memory. Only numpy reads the checkpoint (convrnn.tf_bundle); no TensorFlow is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,7 +23,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .model import ConvRNN, load_config
+from .config import ArchConfig, get_config
+from .model import ConvRNN
 
 # The authors' README (neuroailab/convrnns), ImageNet validation accuracy of each released
 # checkpoint, in percent. Reported by the authors; not measured by this project.
@@ -200,7 +202,7 @@ def variable_mapping(model: ConvRNN) -> Mapping:
     else:
         m.add("tnn_model/imnetds/pre_1/weights", "head.conv.weight", _conv)
         m.add("tnn_model/imnetds/pre_1/bias", "head.conv.bias", _same)
-    rule = model.cfg.get("readout", {}).get("rule", "last")
+    rule = model.cfg.readout.rule
     if rule in ("max_conf", "threshold"):
         # compute_alpha's betas feed a tensor no output depends on
         m.unused += ["tnn_model/probs/softmax_beta", "tnn_model/alpha/softmax_beta"]
@@ -218,15 +220,16 @@ def ignored(name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- conversion
-def config_for(arch: str, input_size: Optional[int] = None) -> dict:
+def config_for(arch: str, input_size: Optional[int] = None) -> ArchConfig:
     """The architecture's config; ``input_size`` shrinks the input (tests only: the
     released checkpoints are 224 px, and only LSTM peepholes depend on the size)."""
     if arch not in REPORTED_ACCURACY:
         raise ConversionError("unknown architecture %r; the released ones are: %s"
                               % (arch, ", ".join(ARCHS)))
-    cfg = load_config(arch)
+    cfg = get_config(arch)
     if input_size:
-        cfg["input"]["height"] = cfg["input"]["width"] = int(input_size)
+        size = int(input_size)
+        cfg = dataclasses.replace(cfg, input=dataclasses.replace(cfg.input, height=size, width=size))
     return cfg
 
 
@@ -281,7 +284,8 @@ def convert_arrays(arch: str, arrays: Dict[str, np.ndarray],
         report["softmax_beta"] = float(arrays[m.beta].reshape(-1)[0])
     if m.threshold:
         thr = float(arrays[m.threshold].reshape(-1)[0])
-        model.cfg.setdefault("readout", {})["threshold"] = thr
+        model.cfg = dataclasses.replace(
+            model.cfg, readout=dataclasses.replace(model.cfg.readout, threshold=thr))
         report["threshold"] = thr
     if m.unused:
         report["unused_decoder_values"] = {n: float(arrays[n].reshape(-1)[0]) for n in m.unused}
@@ -318,7 +322,7 @@ def metadata(model: ConvRNN, arch: str, report: dict, checkpoint_files: Dict[str
         "checkpoint_sha256": checkpoint_files,
     }
     desc = ("%s, ImageNet-trained weights of Nayebi et al. 2018 (%s), converted from the "
-            "authors' TF checkpoint" % (model.cfg.get("description", arch), SOURCE))
+            "authors' TF checkpoint" % (model.cfg.description, SOURCE))
     meta = build_metadata(model, name=arch, description=desc, trained_on=trained_on)
     meta["labels"] = imagenet_labels()
     for k in ("softmax_beta", "threshold", "unused_decoder_values"):

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 
-from .model import IMAGENET_MEAN, IMAGENET_STD
+from .config import IMAGENET_MEAN, IMAGENET_STD
 
 FMNIST_DIR = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 

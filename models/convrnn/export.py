@@ -18,7 +18,8 @@ import warnings
 import numpy as np
 import torch
 
-from .model import IMAGENET_MEAN, IMAGENET_STD, ConvRNN, build_model, labels_for, load_config
+from .config import ArchConfig
+from .model import ConvRNN, build_model
 from .onnx_rewrites import declare_static_shapes, elu_as_elementwise
 
 FORMAT_VERSION = 1
@@ -36,35 +37,31 @@ class _ExportWrapper(torch.nn.Module):
 
 def build_metadata(model: ConvRNN, name=None, description=None, trained_on=None) -> dict:
     cfg = model.cfg
-    inp = cfg["input"]
-    tm = cfg["time"]
+    inp, tm = cfg.input, cfg.time
     meta_input = {
-        "channels": inp["channels"], "height": inp["height"], "width": inp["width"],
-        "mean": inp.get("mean", IMAGENET_MEAN), "std": inp.get("std", IMAGENET_STD),
-        "resize": inp.get("resize", "shorter-side-then-center-crop"),
-        "grayscale": inp.get("grayscale", "replicate"),
+        "channels": inp.channels, "height": inp.height, "width": inp.width,
+        "mean": list(inp.mean), "std": list(inp.std),
+        "resize": inp.resize, "grayscale": inp.grayscale,
     }
-    if inp.get("resize_shorter_side"):
-        meta_input["resize_shorter_side"] = inp["resize_shorter_side"]
-    ro = dict(cfg.get("readout", {"rule": "last"}))
-    readout = {"rule": ro.get("rule", "last")}
+    if inp.resize_shorter_side:
+        meta_input["resize_shorter_side"] = inp.resize_shorter_side
+    readout = {"rule": cfg.readout.rule}
     if readout["rule"] == "max_conf":
-        readout["beta"] = float(model.head.softmax_beta.detach()) if hasattr(model.head, "softmax_beta") else 1.0
+        readout["beta"] = float(model.head.softmax_beta.detach())
     if readout["rule"] == "threshold":
-        readout["threshold"] = float(ro.get("threshold", 0.9))
+        readout["threshold"] = float(cfg.readout.threshold)
         readout["beta"] = 1.0
     readout["first_step"] = model.readout_start()
     meta = {
         "format_version": FORMAT_VERSION,
-        "name": name or cfg["name"],
-        "architecture": cfg["architecture"],
-        "description": description or cfg.get("description", ""),
+        "name": name or cfg.name,
+        "architecture": cfg.architecture,
+        "description": description or cfg.description,
         "trained_on": trained_on,
-        "labels": labels_for(cfg),
+        "labels": cfg.label_names(),
         "input": meta_input,
-        "time": {"steps": tm["steps"], "step_ms": tm.get("step_ms", 10),
-                 "image_on_steps": tm["image_on_steps"],
-                 "blank_value": tm.get("blank_value", 0.5)},
+        "time": {"steps": tm.steps, "step_ms": tm.step_ms, "image_on_steps": tm.image_on_steps,
+                 "blank_value": tm.blank_value},
         "layers": model.layer_info(),
         "readout": readout,
         "params": model.num_params(),
@@ -77,9 +74,7 @@ def export_onnx(model: ConvRNN, out_path: str, metadata: dict, opset: int = 17,
     import onnx
 
     model = model.eval()
-    cfg = model.cfg
-    T = cfg["time"]["steps"]
-    C, H, W = cfg["input"]["channels"], cfg["input"]["height"], cfg["input"]["width"]
+    T, (C, H, W) = model.steps, model.input_shape
     wrapper = _ExportWrapper(model).eval()
     # N must not be 1: the unroll broadcasts its shared (batch-1) part where N differs
     dummy = torch.randn(2, T, C, H, W)
@@ -132,9 +127,7 @@ def compare_ort(model: ConvRNN, path: str, batches=(1, 3), seed=0) -> float:
     import onnxruntime as ort
 
     sess = ort_session(path)
-    cfg = model.cfg
-    T = cfg["time"]["steps"]
-    C, H, W = cfg["input"]["channels"], cfg["input"]["height"], cfg["input"]["width"]
+    T, (C, H, W) = model.steps, model.input_shape
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
     names = [o.name for o in sess.get_outputs()]
@@ -191,10 +184,12 @@ def main(argv=None):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     if a.checkpoint:
         ck = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
-        model = ConvRNN(ck["config"])
+        # older checkpoints also hold the resolver's base_architecture, which nothing reads
+        saved = {k: v for k, v in ck["config"].items() if k != "base_architecture"}
+        model = ConvRNN(ArchConfig.from_dict(saved, source=a.checkpoint))
         model.load_state_dict(ck["model"])
         trained_on = ck.get("trained_on")
-        desc = a.description or ck.get("description") or model.cfg.get("description", "")
+        desc = a.description or ck.get("description") or model.cfg.description
     elif a.from_onnx:
         model = build_model(a.arch, seed=None)
         load_onnx_weights(model, a.from_onnx)
@@ -206,7 +201,7 @@ def main(argv=None):
         model = build_model(a.arch, seed=a.seed)
         trained_on = {"dataset": None, "test_top1": None}
         desc = a.description or ("UNTRAINED (random initial weights, seed %d): %s"
-                                 % (a.seed, model.cfg.get("description", model.cfg["name"])))
+                                 % (a.seed, model.cfg.description))
     if a.trained_on:
         trained_on = json.loads(a.trained_on)
     meta = build_metadata(model, name=a.name, description=desc, trained_on=trained_on)

@@ -3,9 +3,6 @@
 frame t feeds the first layer at step t; initial outputs and states are zeros."""
 from __future__ import annotations
 
-import copy
-import json
-import os
 from typing import Dict, List
 
 import torch
@@ -13,80 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .cells import CELLS, SameConv2d
-
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
-
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                        "Shirt", "Sneaker", "Bag", "Ankle boot"]
+from .config import ArchConfig, LayerConfig, get_config
 
 ACTS = {None: lambda x: x, "none": lambda x: x, "elu": F.elu, "relu": F.relu}
-
-
-# ----------------------------------------------------------------------------- configs
-def list_archs() -> List[str]:
-    return sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".json"))
-
-
-def _merge(base, over):
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _scale_channels(cfg, scale, min_channels=4):
-    def sc(c):
-        return max(min_channels, int(round(c * scale)))
-    for layer in cfg["layers"]:
-        for part in ("pre", "post"):
-            if layer.get(part) and "out" in layer[part]:
-                layer[part]["out"] = sc(layer[part]["out"])
-        cell = layer.get("cell", {})
-        for key in ("out", "cell_depth"):
-            if key in cell:
-                cell[key] = sc(cell[key])
-    return cfg
-
-
-def load_config(arch: str) -> dict:
-    """Load configs/<arch>.json (or a path). A config may name a ``base`` config and
-    override parts of it: top-level dicts are merged, ``layer_overrides`` maps a layer
-    name to a dict merged into that layer, ``channel_scale`` scales every channel count."""
-    path = arch if arch.endswith(".json") else os.path.join(CONFIG_DIR, arch + ".json")
-    with open(path) as f:
-        cfg = json.load(f)
-    if "base" in cfg:
-        base = load_config(cfg["base"])
-        over = {k: v for k, v in cfg.items()
-                if k not in ("base", "layer_overrides", "channel_scale")}
-        merged = _merge(base, over)
-        merged.pop("base", None)
-        if "channel_scale" in cfg:
-            _scale_channels(merged, cfg["channel_scale"])
-        for layer in merged["layers"]:
-            if layer["name"] in cfg.get("layer_overrides", {}):
-                layer.update(_merge(layer, cfg["layer_overrides"][layer["name"]]))
-        merged["base_architecture"] = base.get("base_architecture", base["name"])
-        cfg = merged
-    cfg.setdefault("architecture", cfg.get("base_architecture", cfg["name"]))
-    return cfg
-
-
-def labels_for(cfg) -> List[str]:
-    labels = cfg.get("labels", "fashion-mnist")
-    if isinstance(labels, list):
-        return labels
-    if labels == "fashion-mnist":
-        return list(FASHION_MNIST_LABELS)
-    if labels == "imagenet":
-        # class names are not bundled; the server may override labels with a sidecar
-        return ["imagenet_class_%d" % i for i in range(cfg["num_classes"])]
-    raise ValueError(labels)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -97,43 +23,41 @@ def pool_size(s):
 class Layer(nn.Module):
     """One node: pre-conv (+act) -> cell -> optional post-conv (+residual, act) -> pool."""
 
-    def __init__(self, spec: dict, in_channels: int, in_size, fb_channels: int = 0):
+    def __init__(self, spec: LayerConfig, in_channels: int, in_size, fb_channels: int = 0):
         super().__init__()
-        self.name = spec["name"]
+        self.name = spec.name
         self.spec = spec
         h, w = in_size
         self.in_channels, self.in_size = in_channels, (h, w)
         c = in_channels
-        pre = spec.get("pre")
+        pre = spec.pre
         self.pre = None
         if pre:
-            stride = pre.get("stride", 1)
-            self.pre = SameConv2d(c, pre["out"], pre["k"], stride=stride,
-                                  bias=pre.get("bias", True), in_size=(h, w))
-            self.pre_act = pre.get("act")
-            c = pre["out"]
-            h, w = -(-h // stride), -(-w // stride)
-        cell = dict(spec.get("cell", {"type": "feedforward"}))
-        ctype = cell.pop("type")
-        self.cell_type = ctype
-        if fb_channels and not CELLS[ctype].accepts_feedback:
-            raise ValueError(f"{self.name}: a {ctype} cell has no feedback input, "
+            self.pre = SameConv2d(c, pre.out, pre.k, stride=pre.stride, bias=pre.bias,
+                                  in_size=(h, w))
+            self.pre_act = pre.act
+            c = pre.out
+            h, w = -(-h // pre.stride), -(-w // pre.stride)
+        self.cell_type = spec.cell.type
+        if fb_channels and not CELLS[spec.cell.type].accepts_feedback:
+            raise ValueError(f"{self.name}: a {spec.cell.type} cell has no feedback input, "
                              "but the config sends it long-range feedback")
-        self.cell = CELLS[ctype](in_channels=c, res_channels=in_channels,
-                                 fb_channels=fb_channels, spatial=(h, w), **cell)
+        self.cell = CELLS[spec.cell.type](in_channels=c, res_channels=in_channels,
+                                          fb_channels=fb_channels, spatial=(h, w),
+                                          **spec.cell.kwargs())
         self.cell_size = (h, w)
         c = self.cell.out_channels
-        post = spec.get("post")
+        post = spec.post
         self.post = None
         self.post_residual = None
         if post:
-            self.post = SameConv2d(c, post["out"], post["k"])
-            self.post_act = post.get("act")
-            self.post_has_residual = post.get("residual", False)
-            if self.post_has_residual and post["out"] != in_channels:
-                self.post_residual = nn.Conv2d(in_channels, post["out"], 1, bias=False)
-            c = post["out"]
-        self.pool = bool(spec.get("pool", False))
+            self.post = SameConv2d(c, post.out, post.k)
+            self.post_act = post.act
+            self.post_has_residual = post.residual
+            if self.post_has_residual and post.out != in_channels:
+                self.post_residual = nn.Conv2d(in_channels, post.out, 1, bias=False)
+            c = post.out
+        self.pool = spec.pool
         if self.pool:
             h, w = pool_size(h), pool_size(w)
         self.out_shape = (c, h, w)
@@ -161,20 +85,21 @@ class Head(nn.Module):
     """The readout node ("imnetds"): conv_gap (k x k VALID conv + bias, then global average
     pool; shallow family) or gap_fc (global average pool, then FC; intermediate family)."""
 
-    def __init__(self, spec: dict, in_shape, num_classes: int, readout: dict):
+    def __init__(self, cfg: ArchConfig, in_shape):
         super().__init__()
         c, h, w = in_shape
-        self.type = spec["type"]
+        num_classes = cfg.num_classes
+        self.type = cfg.head.type
         if self.type == "conv_gap":
-            k = spec.get("k", 2)
+            k = cfg.head.k
             assert h >= k and w >= k, "conv_gap head needs input >= k"
             self.conv = nn.Conv2d(c, num_classes, k)
         elif self.type == "gap_fc":
             self.fc = nn.Linear(c, num_classes)
         else:
             raise ValueError(self.type)
-        if readout.get("rule") == "max_conf":
-            self.softmax_beta = nn.Parameter(torch.tensor(float(readout.get("beta", 1.0))))
+        if cfg.readout.rule == "max_conf":
+            self.softmax_beta = nn.Parameter(torch.tensor(float(cfg.readout.beta)))
 
     def forward(self, x):
         if self.type == "conv_gap":
@@ -183,37 +108,36 @@ class Head(nn.Module):
 
 
 class ConvRNN(nn.Module):
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: ArchConfig):
         super().__init__()
         self.cfg = cfg
-        inp = cfg["input"]
-        c, h, w = inp["channels"], inp["height"], inp["width"]
-        self.num_classes = cfg["num_classes"]
-        self.steps = cfg["time"]["steps"]
-        names = [l["name"] for l in cfg["layers"]]
+        c, h, w = cfg.input.channels, cfg.input.height, cfg.input.width
+        self.num_classes = cfg.num_classes
+        self.steps = cfg.time.steps
+        self.input_shape = (c, h, w)
+        names = cfg.layer_names
         self.layer_names = names
         # feedback edges: source -> target (target receives source's output from t-1)
         self.fb_sources: Dict[str, List[str]] = {n: [] for n in names}
-        for src, dst in cfg.get("feedback", []):
-            assert names.index(src) > names.index(dst), "feedback must go backwards"
+        for src, dst in cfg.feedback:
             self.fb_sources[dst].append(src)
         for n in names:  # Python sorted() of node names, as the authors' harbor does
             self.fb_sources[n] = sorted(self.fb_sources[n])
         # feedback channels need the output shapes of later layers: two passes
         shapes = {}
         cc, hh, ww = c, h, w
-        for spec in cfg["layers"]:
+        for spec in cfg.layers:
             lay = Layer(spec, cc, (hh, ww), 0)
-            shapes[spec["name"]] = lay.out_shape
+            shapes[spec.name] = lay.out_shape
             cc, hh, ww = lay.out_shape
         self.layers = nn.ModuleList()
         cc, hh, ww = c, h, w
-        for spec in cfg["layers"]:
-            fbc = sum(shapes[s][0] for s in self.fb_sources[spec["name"]])
+        for spec in cfg.layers:
+            fbc = sum(shapes[s][0] for s in self.fb_sources[spec.name])
             lay = Layer(spec, cc, (hh, ww), fbc)
             self.layers.append(lay)
             cc, hh, ww = lay.out_shape
-        self.head = Head(cfg["head"], (cc, hh, ww), self.num_classes, cfg.get("readout", {}))
+        self.head = Head(cfg, (cc, hh, ww))
 
     # ---------------------------------------------------------------- structure info
     def first_driven_steps(self) -> Dict[str, int]:
@@ -232,8 +156,8 @@ class ConvRNN(nn.Module):
             c, h, w = lay.out_shape
             d = {"name": lay.name, "channels": c, "height": h, "width": w,
                  "first_driven_step": driven[lay.name], "cell": lay.cell_type}
-            if lay.spec.get("region"):
-                d["region"] = lay.spec["region"]
+            if lay.spec.region:
+                d["region"] = lay.spec.region
             if self.fb_sources[lay.name]:
                 d["feedback_from"] = list(self.fb_sources[lay.name])
             info.append(d)
@@ -325,15 +249,14 @@ class ConvRNN(nn.Module):
         """First step the max_conf/threshold readouts consider: the config's ``first_step``
         (the authors' decoders start at num_layers, one step after the logits are first
         image-driven), else the logits' first driven step."""
-        ro = self.cfg.get("readout", {})
-        return int(ro.get("first_step", self.first_driven_steps()["logits"]))
+        first = self.cfg.readout.first_step
+        return int(self.first_driven_steps()["logits"] if first is None else first)
 
     def readout(self, logits: torch.Tensor) -> torch.Tensor:
         """Apply the config's readout rule to logits [N,T,K] -> [N,K]."""
-        rule = self.cfg.get("readout", {}).get("rule", "last")
-        return apply_readout(logits, rule, self.readout_start(),
+        return apply_readout(logits, self.cfg.readout.rule, self.readout_start(),
                              beta=float(self.head.softmax_beta) if hasattr(self.head, "softmax_beta") else 1.0,
-                             threshold=self.cfg.get("readout", {}).get("threshold", 0.9))
+                             threshold=self.cfg.readout.threshold)
 
 
 def readout_steps(logits, rule, start, beta=1.0, threshold=0.9):
@@ -371,7 +294,7 @@ def make_movie(images: torch.Tensor, steps: int, image_on_steps: int, blank_valu
 
 
 def build_model(arch: str, seed: int | None = 0) -> ConvRNN:
-    cfg = load_config(arch)
+    cfg = get_config(arch)
     if seed is not None:
         torch.manual_seed(seed)
     return ConvRNN(cfg)

@@ -42,8 +42,8 @@ def regenerate(arch, shapes):
 
 def frames_for(model, arch):
     x = torch.from_numpy(rw.inputs(arch)).permute(0, 3, 1, 2)  # NHWC -> NCHW
-    tm = model.cfg["time"]
-    return make_movie(x, tm["steps"], tm["image_on_steps"], tm["blank_value"])
+    tm = model.cfg.time
+    return make_movie(x, tm.steps, tm.image_on_steps, tm.blank_value)
 
 
 def rel_err(got, ref):
@@ -74,10 +74,10 @@ def compare(arch, z, logits, layers, readout_step):
 
 
 def _readout_steps(model, logits):
-    ro = model.cfg.get("readout", {})
+    ro = model.cfg.readout
     beta = float(model.head.softmax_beta.detach()) if hasattr(model.head, "softmax_beta") else 1.0
-    return readout_steps(torch.as_tensor(logits), ro.get("rule", "last"), model.readout_start(),
-                         beta=beta, threshold=ro.get("threshold", 0.9)).numpy()
+    return readout_steps(torch.as_tensor(logits), ro.rule, model.readout_start(),
+                         beta=beta, threshold=ro.threshold).numpy()
 
 
 def test_every_released_architecture_has_a_reference():

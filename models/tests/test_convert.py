@@ -64,7 +64,7 @@ def test_readout_values_come_from_the_checkpoint():
                                                  "tnn_model/alpha/softmax_beta"}
     model, rep = convert.convert_arrays("rgc_intermediate_dthresh", weights("rgc_intermediate_dthresh"),
                                         input_size=96)
-    assert model.cfg["readout"]["threshold"] == pytest.approx(0.01)
+    assert model.cfg.readout.threshold == pytest.approx(0.01)
     assert model.readout_start() == 11
 
 

@@ -8,7 +8,8 @@ import pytest
 from convrnn.contract import validate
 from convrnn.data import load_fashion_mnist, normalize
 from convrnn.export import ort_session
-from convrnn.model import FASHION_MNIST_LABELS, apply_readout, make_movie
+from convrnn.config import FASHION_MNIST_LABELS
+from convrnn.model import apply_readout, make_movie
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def default_path(models_dir):
 def test_default_model_metadata(default_path):
     meta = validate(default_path)
     assert meta["name"] == "rgc_fmnist"
-    assert meta["labels"] == FASHION_MNIST_LABELS
+    assert meta["labels"] == list(FASHION_MNIST_LABELS)
     assert meta["input"]["channels"] == 3 and meta["input"]["grayscale"] == "replicate"
     assert meta["input"]["resize"] == "shorter-side-then-center-crop"
     assert meta["input"]["mean"] == [0.485, 0.456, 0.406] and meta["input"]["std"] == [0.229, 0.224, 0.225]

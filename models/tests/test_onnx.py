@@ -1,6 +1,7 @@
 """Every architecture exported to ONNX: the contract holds and ONNX Runtime equals PyTorch
 (batch 1 and 3, max abs diff <= 1e-4). Published architectures are checked through their
 small-input variants (same cells, unroll, feedback, readout, T)."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from convrnn import build_model, list_archs
-from convrnn.model import ConvRNN, load_config
+from convrnn.config import get_config
+from convrnn.model import ConvRNN
 from convrnn.contract import validate
 from convrnn.export import build_metadata, compare_ort, export_onnx, read_metadata
 from convrnn.onnx_rewrites import elu_as_elementwise, input_driven
@@ -41,7 +43,7 @@ def test_export_ort_matches_pytorch(arch, tmp_path):
     rep = export_onnx(m, path, meta, compare=False)
     got = validate(path)
     assert got["layers"] == m.layer_info()
-    assert got["readout"]["rule"] == m.cfg["readout"]["rule"]
+    assert got["readout"]["rule"] == m.cfg.readout.rule
     if got["readout"]["rule"] == "max_conf":
         assert abs(got["readout"]["beta"] - 1.7) < 1e-6
     if got["readout"]["rule"] == "threshold":
@@ -86,8 +88,7 @@ def test_committed_feedback_fixture(models_dir):
 
 
 def test_feedback_into_a_cell_without_feedback_weights_is_refused():
-    cfg = load_config("tiny_fixture")
-    cfg["feedback"] = [["conv3", "conv2"]]
+    cfg = dataclasses.replace(get_config("tiny_fixture"), feedback=(("conv3", "conv2"),))
     with pytest.raises(ValueError, match="conv2: a rgc cell has no feedback input"):
         ConvRNN(cfg)
 
@@ -143,9 +144,7 @@ def test_ort_folds_the_image_independent_part(arch, tmp_path):
     import onnxruntime as ort
 
     m = build_model(arch).eval()
-    T = m.cfg["time"]["steps"]
-    inp = m.cfg["input"]
-    driven, total = convs_per_image(m, torch.zeros(2, T, inp["channels"], inp["height"], inp["width"]))
+    driven, total = convs_per_image(m, torch.zeros(2, m.steps, *m.input_shape))
     assert sum(driven.values()) < sum(total.values())
     path = str(tmp_path / "m.onnx")
     export_onnx(m, path, build_metadata(m), compare=False)

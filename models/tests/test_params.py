@@ -33,14 +33,14 @@ def test_published_geometry():
     for arch in SPEC:
         m = count(arch)
         cfg = m.cfg
-        assert (cfg["input"]["height"], cfg["input"]["width"], cfg["num_classes"]) == (224, 224, 1000)
-        T = cfg["time"]["steps"]
+        assert (cfg.input.height, cfg.input.width, cfg.num_classes) == (224, 224, 1000)
+        T = cfg.time.steps
         if "t30" in arch:
-            assert T == 30 and cfg["time"]["image_on_steps"] == 30
+            assert T == 30 and cfg.time.image_on_steps == 30
         elif "t22" in arch:
-            assert T == 22 and cfg["time"]["image_on_steps"] == 22
+            assert T == 22 and cfg.time.image_on_steps == 22
         else:
-            assert T == (16 if "shallow" in arch else 17) and cfg["time"]["image_on_steps"] == 12
+            assert T == (16 if "shallow" in arch else 17) and cfg.time.image_on_steps == 12
         info = m.layer_info()
         last = info[-1]
         if "shallow" in arch:

@@ -18,8 +18,8 @@ def run(model, frames):
 def frames_for(model, n=2, seed=0):
     cfg = model.cfg
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, cfg["input"]["channels"], cfg["input"]["height"], cfg["input"]["width"], generator=g)
-    return make_movie(x, cfg["time"]["steps"], cfg["time"]["image_on_steps"], cfg["time"]["blank_value"])
+    x = torch.randn(n, *model.input_shape, generator=g)
+    return make_movie(x, cfg.time.steps, cfg.time.image_on_steps, cfg.time.blank_value)
 
 
 @pytest.mark.parametrize("arch", SMALL)
@@ -31,7 +31,7 @@ def test_first_driven_step_empirical(arch):
     la, oa = run(m, fa)
     lb, ob = run(m, fb)
     info = {l["name"]: l["first_driven_step"] for l in m.layer_info()}
-    T = m.cfg["time"]["steps"]
+    T = m.steps
     for name, d in info.items():
         diff = (oa[name] - ob[name]).abs().flatten(2).amax(-1).amax(0)  # per step
         assert torch.all(diff[:d] == 0), (name, diff)
