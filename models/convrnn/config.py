@@ -153,7 +153,15 @@ class ArchConfig:
             if isinstance(v, (tuple, list)):
                 return [plain(x) for x in v]
             return v
-        return plain(self)
+        out = plain(self)
+        # the keys a file may not set for this rule or head type
+        if self.readout.rule != "max_conf":
+            del out["readout"]["beta"]
+        if self.readout.rule != "threshold":
+            del out["readout"]["threshold"]
+        if self.head.type != "conv_gap":
+            del out["head"]["k"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<config>") -> "ArchConfig":
