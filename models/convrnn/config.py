@@ -31,6 +31,15 @@ GRAYSCALE_POLICIES = ("replicate",)
 ACTIVATIONS = (None, "none", "elu", "relu")
 READOUT_RULES = ("last", "max_conf", "threshold")
 HEAD_TYPES = ("conv_gap", "gap_fc")
+# the architectures the authors released checkpoints of, in their get_checkpoints.sh order
+RELEASED_ARCHS = (
+    "rgc_intermediate", "rgc_intermediate_tmaxconf", "rgc_intermediate_t22_tmaxconf",
+    "rgc_intermediate_dthresh", "ugrnn_intermediate", "intersectionrnn_intermediate",
+    "lstm_intermediate", "gru_intermediate", "simplernn_intermediate", "timedecay_intermediate",
+    "ugrnn_intermediate_t30", "ugrnn_intermediate_t30_tmaxconf", "ugrnn_intermediate_t30_dthresh",
+    "ugrnn_shallow", "rgc_shallow", "intersectionrnn_shallow", "lstm_shallow", "gru_shallow",
+    "simplernn_shallow", "timedecay_shallow",
+)
 # cell constructor arguments the model fills in from the graph, never from a config
 _CELL_STRUCTURAL = {"self", "in_channels", "res_channels", "fb_channels", "spatial"}
 # keys only a file has: they are resolved before the config is parsed

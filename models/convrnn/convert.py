@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .config import ArchConfig, get_config
+from .config import RELEASED_ARCHS, ArchConfig, get_config
 from .model import ConvRNN
 
 # The authors' README (neuroailab/convrnns), ImageNet validation accuracy of each released
@@ -41,7 +41,7 @@ REPORTED_ACCURACY = {
     "rgc_intermediate_dthresh": (71.81, 90.16), "rgc_intermediate_tmaxconf": (72.29, 90.52),
     "rgc_intermediate_t22_tmaxconf": (72.98, 90.80),
 }
-ARCHS = sorted(REPORTED_ACCURACY)
+ARCHS = sorted(RELEASED_ARCHS)
 SOURCE = "github.com/neuroailab/convrnns"
 
 
@@ -223,7 +223,7 @@ def ignored(name: str) -> bool:
 def config_for(arch: str, input_size: Optional[int] = None) -> ArchConfig:
     """The architecture's config; ``input_size`` shrinks the input (tests only: the
     released checkpoints are 224 px, and only LSTM peepholes depend on the size)."""
-    if arch not in REPORTED_ACCURACY:
+    if arch not in RELEASED_ARCHS:
         raise ConversionError("unknown architecture %r; the released ones are: %s"
                               % (arch, ", ".join(ARCHS)))
     cfg = get_config(arch)

@@ -23,15 +23,10 @@ import urllib.error
 import urllib.request
 from typing import Callable, List, Optional
 
+from .config import RELEASED_ARCHS
+
 BASE_URL = "https://convrnnckpts.s3-us-west-1.amazonaws.com"
-ARCHS = [
-    "rgc_intermediate", "rgc_intermediate_tmaxconf", "rgc_intermediate_t22_tmaxconf",
-    "rgc_intermediate_dthresh", "ugrnn_intermediate", "intersectionrnn_intermediate",
-    "lstm_intermediate", "gru_intermediate", "simplernn_intermediate", "timedecay_intermediate",
-    "ugrnn_intermediate_t30", "ugrnn_intermediate_t30_tmaxconf", "ugrnn_intermediate_t30_dthresh",
-    "ugrnn_shallow", "rgc_shallow", "intersectionrnn_shallow", "lstm_shallow", "gru_shallow",
-    "simplernn_shallow", "timedecay_shallow",
-]
+ARCHS = list(RELEASED_ARCHS)
 FILES = ["model.ckpt.index", "model.ckpt.data-00000-of-00001"]
 META = "model.ckpt.meta"
 CHUNK = 1 << 20

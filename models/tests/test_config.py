@@ -172,3 +172,14 @@ def test_a_checkpoint_exports_what_its_config_says(tmp_path, legacy):
     export.main(["--arch", "ff_fmnist", "--checkpoint", str(ck), "--out", str(out), "--no-compare"])
     want = build_metadata(model, description="trained", trained_on={"dataset": "x"})
     assert export.read_metadata(str(out)) == json.loads(json.dumps(want))
+
+
+def test_released_architectures_have_configs_and_reported_accuracy():
+    from convrnn import convert
+    from convrnn import reference_weights as rw
+    from convrnn.config import RELEASED_ARCHS
+
+    assert len(set(RELEASED_ARCHS)) == 20
+    assert set(RELEASED_ARCHS) <= set(list_archs())
+    assert set(convert.REPORTED_ACCURACY) == set(RELEASED_ARCHS)
+    assert tuple(rw.ARCHS) == RELEASED_ARCHS
