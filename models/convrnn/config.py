@@ -384,6 +384,10 @@ def _parse_arch(data, source) -> ArchConfig:
             f.fail("feedback[%d]" % i, "must be [source, target] layer names: %s" % json.dumps(edge))
         if names.index(edge[0]) <= names.index(edge[1]):
             f.fail("feedback[%d]" % i, "feedback must go backwards: %s" % json.dumps(edge))
+        kind = layers[names.index(edge[1])].cell.type
+        if not CELLS[kind].accepts_feedback:
+            f.fail("feedback[%d]" % i, "a %s cell has no feedback input, but %s feeds back to %s"
+                   % (kind, edge[0], edge[1]))
         feedback.append(tuple(edge))
     return ArchConfig(
         name=name,

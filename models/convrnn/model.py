@@ -39,9 +39,6 @@ class Layer(nn.Module):
             c = pre.out
             h, w = -(-h // pre.stride), -(-w // pre.stride)
         self.cell_type = spec.cell.type
-        if fb_channels and not CELLS[spec.cell.type].accepts_feedback:
-            raise ValueError(f"{self.name}: a {spec.cell.type} cell has no feedback input, "
-                             "but the config sends it long-range feedback")
         self.cell = CELLS[spec.cell.type](in_channels=c, res_channels=in_channels,
                                           fb_channels=fb_channels, spatial=(h, w),
                                           **spec.cell.kwargs())

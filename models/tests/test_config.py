@@ -40,7 +40,8 @@ def test_every_config_parses_and_round_trips(arch):
 
 def test_registry_lists_the_files():
     archs = list_archs()
-    assert len(archs) == 44 and "rgc_fmnist" in archs and "tiny_fixture" in archs
+    assert {"rgc_fmnist", "tiny_fixture", "tiny_feedback", "rgc_intermediate"} <= set(archs)
+    assert archs == sorted(archs)
     with pytest.raises(ConfigError, match="no_such_arch.json"):
         get_config("no_such_arch")
 
@@ -98,6 +99,8 @@ def test_a_derived_file_merges_its_base(tmp_path):
     (with_changes(layers=[{"name": "a"}, {"name": "a"}]), "layers[1].name", "names two layers"),
     (with_changes(layers=[{"name": "a"}, {"name": "b"}], feedback=[["a", "b"]]), "feedback[0]", "backwards"),
     (with_changes(layers=[{"name": "a"}], feedback=[["z", "a"]]), "feedback[0]", "layer names"),
+    (with_changes(layers=[{"name": "a", "cell": {"type": "rgc"}}, {"name": "b"}], feedback=[["b", "a"]]),
+     "feedback[0]", "a rgc cell has no feedback input"),
     (with_changes(head={"type": "gap_fc", "k": 2}), "head.k", "conv_gap"),
     (with_changes(labels=["a", "b"]), "labels", "2 names for 10 classes"),
     (with_changes(num_classes=1000), "labels", "fashion-mnist has 10 classes"),
