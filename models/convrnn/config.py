@@ -432,9 +432,14 @@ def config_path(arch: str) -> str:
     return arch if arch.endswith(".json") else os.path.join(CONFIG_DIR, arch + ".json")
 
 
+_LOADING: set = set()  # the files whose bases are being resolved, to refuse a cycle
+
+
 @functools.lru_cache(maxsize=None)
 def _load(path: str) -> Tuple[ArchConfig, dict]:
     """The parsed config of a file and the resolved JSON it was parsed from (bases applied)."""
+    if path in _LOADING:
+        raise ConfigError("%s: base: the chain of bases comes back to this file" % path)
     try:
         with open(path) as fh:
             raw = json.load(fh)
@@ -448,7 +453,11 @@ def _load(path: str) -> Tuple[ArchConfig, dict]:
         resolved = copy.deepcopy(raw)
     else:
         base_name = f.get("base", None, _str, "a config name")
-        base_cfg, base = _load(config_path(base_name))
+        _LOADING.add(path)
+        try:
+            base_cfg, base = _load(config_path(base_name))
+        finally:
+            _LOADING.discard(path)
         # a derived config keeps its base's architecture unless it names its own
         base = dict(base, architecture=base_cfg.architecture)
         resolved = _merge(base, {k: v for k, v in raw.items() if k not in _FILE_ONLY})

@@ -122,6 +122,10 @@ def test_bad_derived_files_are_refused(tmp_path):
     child = write(tmp_path, "child2", {"base": base, "layer_overrides": {"conv1": {"pre": {"strid": 2}}}})
     with pytest.raises(ConfigError, match=r"child2\.json: layers\[0\]\.pre\.strid: unknown key"):
         get_config(child)
+    loop = write(tmp_path, "loop", {"base": str(tmp_path / "loop2.json")})
+    write(tmp_path, "loop2", {"base": loop})
+    with pytest.raises(ConfigError, match=r"loop\.json: base: the chain of bases comes back"):
+        get_config(loop)
     orphan = write(tmp_path, "orphan", with_changes(channel_scale=0.5))
     with pytest.raises(ConfigError, match=r"orphan\.json: channel_scale: only a file with a base"):
         get_config(orphan)
