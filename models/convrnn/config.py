@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .cells import CELLS
+from .reference_weights import ARCHS as _REFERENCE_ARCHS
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
@@ -31,15 +32,9 @@ GRAYSCALE_POLICIES = ("replicate",)
 ACTIVATIONS = (None, "none", "elu", "relu")
 READOUT_RULES = ("last", "max_conf", "threshold")
 HEAD_TYPES = ("conv_gap", "gap_fc")
-# the architectures the authors released checkpoints of, in their get_checkpoints.sh order
-RELEASED_ARCHS = (
-    "rgc_intermediate", "rgc_intermediate_tmaxconf", "rgc_intermediate_t22_tmaxconf",
-    "rgc_intermediate_dthresh", "ugrnn_intermediate", "intersectionrnn_intermediate",
-    "lstm_intermediate", "gru_intermediate", "simplernn_intermediate", "timedecay_intermediate",
-    "ugrnn_intermediate_t30", "ugrnn_intermediate_t30_tmaxconf", "ugrnn_intermediate_t30_dthresh",
-    "ugrnn_shallow", "rgc_shallow", "intersectionrnn_shallow", "lstm_shallow", "gru_shallow",
-    "simplernn_shallow", "timedecay_shallow",
-)
+# the architectures the authors released checkpoints of; listed in reference_weights because
+# the TensorFlow reference script loads that file alone, without this package
+RELEASED_ARCHS = tuple(_REFERENCE_ARCHS)
 # cell constructor arguments the model fills in from the graph, never from a config
 _CELL_STRUCTURAL = {"self", "in_channels", "res_channels", "fb_channels", "spatial"}
 # keys only a file has: they are resolved before the config is parsed

@@ -12,7 +12,7 @@ from typing import Tuple
 
 import numpy as np
 
-# convrnn.config.RELEASED_ARCHS (tested equal): this file is also loaded alone, without torch
+# the 20 released checkpoints (the authors' get_checkpoints.sh)
 ARCHS = [
     "rgc_intermediate", "rgc_intermediate_tmaxconf", "rgc_intermediate_t22_tmaxconf",
     "rgc_intermediate_dthresh", "ugrnn_intermediate", "intersectionrnn_intermediate",
