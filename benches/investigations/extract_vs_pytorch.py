@@ -213,7 +213,8 @@ def main():
         extra = ""
         if "server_peak_mib" in r:
             extra = f" (server: peak {r['server_peak_mib']:.0f} MiB, {r['server_peak_before_mib']:.0f} before)"
-        print(f"| {label} | {r['images_per_s']:.0f} | {r['seconds']:.2f} | {r['peak_mib']:.0f}{extra} | "
+        rate = f"{r['images_per_s']:.0f}" if r["images_per_s"] >= 10 else f"{r['images_per_s']:.3f}"
+        print(f"| {label} | {rate} | {r['seconds']:.2f} | {r['peak_mib']:.0f}{extra} | "
               + " / ".join(f"{m:.0f}" for m in r["curve_mib"]) + f" | {r['written_mib']:.0f} |")
     for layer, (d, same) in diffs.items():
         print(f"{layer}: largest |CLI - PyTorch| {d:.2e}; --server file identical to in-process: {same}")

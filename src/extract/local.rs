@@ -86,7 +86,10 @@ impl LocalSource {
                 // A batch waits behind the others in flight, however slow the model.
                 request_timeout: Duration::from_secs(7 * 24 * 3600),
                 cpu_adaptive: false,
-                cpu_batch_budget: None,
+                // As `serve` does: a full-size model runs faster and far leaner one image at a
+                // time on CPU (docs/performance.md, "Batching"); rows are still written a batch
+                // at a time.
+                cpu_batch_budget: defaults.cpu_batch_budget(),
             },
             Arc::new(Metrics::new()),
         )
