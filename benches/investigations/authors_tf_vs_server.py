@@ -52,6 +52,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "benches", "suite"))
+from load import status_kib  # noqa: E402  (the suite's /proc reader)
 CROP = 224
 SIDE = 256  # the converted model's resize_shorter_side: the server only cuts out the centre
 OFF = (SIDE - CROP) // 2
@@ -59,11 +61,7 @@ OFF = (SIDE - CROP) // 2
 
 def vm_hwm_kib(pid: int, key: str = "VmHWM") -> int:
     """Peak resident memory (VmHWM) of a process, or another /proc/PID/status figure, KiB."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return -1
+    return status_kib(pid, key, default=-1)
 
 
 def say(obj) -> None:

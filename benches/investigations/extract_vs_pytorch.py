@@ -97,11 +97,7 @@ def free_port():
 
 
 def hwm_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return rss.status_kib(pid, "VmHWM") / 1024
 
 
 def curve(samples):

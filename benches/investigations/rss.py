@@ -15,23 +15,8 @@ import subprocess
 import sys
 import time
 
-
-def rss_kib(pid):
-    """VmRSS of pid and of its descendants, in KiB (0 once gone)."""
-    total = 0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo.extend(int(c) for c in f.read().split())
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            pass
-    return total
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "suite"))
+from load import rss_kib, status_kib  # noqa: E402,F401  (/proc readers, shared with the suite)
 
 
 def rows_done(state_dir):

@@ -84,20 +84,26 @@ def thread_cpu(pid: int) -> dict:
     return out
 
 
+def status_kib(pid: int, key: str, default: int = 0) -> int:
+    """One figure of /proc/PID/status in KiB (VmRSS, VmHWM...), `default` when it has none."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return default
+
+
 def rss_kib(pid: int) -> int:
-    """VmRSS of pid and all its descendants (uvicorn workers are children)."""
+    """VmRSS of pid and all its descendants (uvicorn workers are children; 0 once gone)."""
     total = 0
     todo = [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
+            total += status_kib(p, "VmRSS")
             with open(f"/proc/{p}/task/{p}/children") as f:
                 todo.extend(int(c) for c in f.read().split())
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
             pass
     return total
 
