@@ -130,49 +130,25 @@ mod tests {
                 steps: vec![1, 2],
             },
         ];
-        let mut out = Vec::new();
-        reduce_row(
-            &layer(SpatialPool::Mean),
-            &bins,
-            SpatialPool::Mean,
-            StepForm::Raw,
-            |t| &steps[t],
-            &mut out,
-        );
-        assert_eq!(out, [1.0, -1.5, 2.5, -3.75]);
-        out.clear();
-        reduce_row(
-            &layer(SpatialPool::Max),
-            &bins,
-            SpatialPool::Max,
-            StepForm::Raw,
-            |t| &steps[t],
-            &mut out,
-        );
-        assert_eq!(out, [1.0, -1.0, 2.5, -2.5]);
-        out.clear();
-        reduce_row(
-            &layer(SpatialPool::Avg(1)),
-            &bins,
-            SpatialPool::Avg(1),
-            StepForm::Raw,
-            |t| &steps[t],
-            &mut out,
-        );
-        assert_eq!(out, [1.0, -1.5, 2.5, -3.75]);
-        out.clear();
-        reduce_row(
-            &layer(SpatialPool::None),
-            &bins[..1],
-            SpatialPool::None,
-            StepForm::Raw,
-            |t| &steps[t],
-            &mut out,
-        );
-        assert_eq!(out, steps[0]);
+        let raw = |pool: SpatialPool, bins: &[TimeBin]| {
+            let mut out = Vec::new();
+            reduce_row(
+                &layer(pool),
+                bins,
+                pool,
+                StepForm::Raw,
+                |t| &steps[t],
+                &mut out,
+            );
+            out
+        };
+        assert_eq!(raw(SpatialPool::Mean, &bins), [1.0, -1.5, 2.5, -3.75]);
+        assert_eq!(raw(SpatialPool::Max, &bins), [1.0, -1.0, 2.5, -2.5]);
+        assert_eq!(raw(SpatialPool::Avg(1), &bins), [1.0, -1.5, 2.5, -3.75]);
+        assert_eq!(raw(SpatialPool::None, &bins[..1]), steps[0]);
         // What a server pooled is only averaged over time.
         let pooled: Vec<Vec<f32>> = vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 7.0]];
-        out.clear();
+        let mut out = Vec::new();
         reduce_row(
             &layer(SpatialPool::Mean),
             &bins,
