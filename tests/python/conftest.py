@@ -89,8 +89,10 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"server not ready in {timeout} s; see {self.log.name}")
 
-    def get_json(self, path: str):
-        with urllib.request.urlopen(self.base + path, timeout=10) as r:
+    def get_json(self, path: str, api_key: str | None = None):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        req = urllib.request.Request(self.base + path, headers=headers)
+        with urllib.request.urlopen(req, timeout=10) as r:
             return json.load(r)
 
     def stop(self) -> None:

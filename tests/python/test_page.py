@@ -334,7 +334,8 @@ def test_page_draws_feedback_edges(keyed_server, page_server, browser):
     driver.get(keyed_server.base + "/")
     wait(driver, lambda: driver.execute_script("return document.getElementById('model').options.length") == 1,
          "the model list")
-    layers = {l["name"]: l for l in keyed_server_model(keyed_server)["layers"]}
+    meta = keyed_server.get_json("/v1/models/tiny_feedback", api_key="s3cret")
+    layers = {l["name"]: l for l in meta["layers"]}
     want = [[src, name] for name, l in layers.items() for src in l.get("feedback_from", [])]
     assert want == [["conv3", "conv2"]]
     wait(driver, lambda: [e[:2] for e in edges()] == want, "the feedback arc")
@@ -347,9 +348,3 @@ def test_page_draws_feedback_edges(keyed_server, page_server, browser):
         "return document.querySelectorAll('#arch g.node.layer').length") == 4, "rgc_fmnist's graph")
     assert edges() == []
 
-
-def keyed_server_model(server):
-    req = urllib.request.Request(server.base + "/v1/models/tiny_feedback",
-                                 headers={"Authorization": "Bearer s3cret"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)
