@@ -329,8 +329,11 @@ def test_page_draws_feedback_edges(keyed_server, page_server, browser):
                 .map((g) => [g.dataset.from, g.dataset.to, g.querySelector("title").textContent]);
         """)
 
-    # The keyed server's model feeds conv3 back into conv2 (the key is in this tab's session).
+    # The keyed server's model feeds conv3 back into conv2; the key goes into the session the page
+    # reads, so this test does not depend on the 401 test having run before it.
     driver = browser
+    driver.get(keyed_server.base + "/")
+    driver.execute_script("sessionStorage.setItem('convrnn-api-key', 's3cret')")
     driver.get(keyed_server.base + "/")
     wait(driver, lambda: driver.execute_script("return document.getElementById('model').options.length") == 1,
          "the model list")
