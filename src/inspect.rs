@@ -9,7 +9,19 @@ use crate::model;
 /// `convrnn-serve inspect FILE`: the metadata, layers and shapes, as text.
 pub fn inspect_report(file: &Path, ort_library: Option<&Path>) -> anyhow::Result<String> {
     ort_backend::init_runtime(ort_library, ort_backend::RuntimeOptions::default())?;
-    let info = ort_backend::inspect(file)?;
+    let info = model::inspect(file)?;
+    // The runtime must load the file too, and read it as the server does.
+    if ort_backend::session_declarations(file)?
+        != model::declarations::read_declarations(
+            &std::fs::read(file)?,
+            model::metadata::METADATA_KEY,
+        )?
+    {
+        anyhow::bail!(
+            "{}: ONNX Runtime reads other declarations than convrnn-serve does",
+            file.display()
+        );
+    }
     let m = &info.metadata;
     let mut out = String::new();
     writeln!(out, "file:         {}", file.display())?;

@@ -79,7 +79,7 @@ pub fn load_models(
     let mut broken = Vec::new();
     for file in files {
         let started = Instant::now();
-        let mut info = match ort_backend::inspect(&file) {
+        let mut info = match model::inspect(&file) {
             Ok(info) => info,
             Err(e) if skip_broken => {
                 tracing::error!(file = %file.display(), error = %e, "model not loaded; serving the others (--skip-broken-models)");
@@ -185,7 +185,9 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
         },
         metrics,
     )?;
-    Ok(Arc::new(engine.with_unavailable(unavailable)))
+    Ok(Arc::new(
+        engine.with_unavailable(unavailable, args.skip_broken_models),
+    ))
 }
 
 pub fn app_state(
@@ -264,7 +266,32 @@ pub async fn run(
         let metrics = metrics.clone();
         tokio::task::spawn_blocking(move || start_engine(&args, metrics)).await??
     };
-    serve(listeners, args, engine, metrics, shutdown).await
+    if args.skip_broken_models {
+        return serve(listeners, args, engine, metrics, shutdown).await;
+    }
+    let failure = start_failure(engine.clone());
+    tokio::select! {
+        served = serve(listeners, args, engine, metrics, shutdown) => served,
+        error = failure => Err(error),
+    }
+}
+
+/// Resolves with the first model whose sessions cannot be built; pending once all are ready.
+/// The files were read before the workers started, but whether ONNX Runtime can run a graph is
+/// only known when it builds the sessions.
+async fn start_failure(engine: Arc<Engine>) -> anyhow::Error {
+    loop {
+        if let Some((model, error)) = engine.start_failure() {
+            return anyhow::anyhow!(
+                "cannot load model {}: {error} (--skip-broken-models serves the other models)",
+                model.info.path.display()
+            );
+        }
+        if engine.is_ready() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Serves an already started engine (tests use this with a fake backend); see [`run`].

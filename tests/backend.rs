@@ -5,8 +5,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use convrnn_serve::backend::ort::{init_runtime, inspect, OrtBackend, SessionOptions};
+use convrnn_serve::backend::ort::{init_runtime, OrtBackend, SessionOptions};
 use convrnn_serve::backend::{Backend, Device};
+use convrnn_serve::model::inspect;
 
 fn committed_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/rgc_fmnist.onnx")
@@ -63,4 +64,33 @@ fn pruning_can_be_turned_off() {
     let (pruned, only, whole) = logits_both_ways(&committed_model(), false);
     assert!(!pruned);
     assert_eq!(only, whole);
+}
+
+/// The server reads a file's declarations from its protobuf instead of through a runtime
+/// session; ONNX Runtime must read the same metadata, inputs and outputs from every file we ship.
+#[test]
+fn the_declarations_read_from_the_protobuf_are_what_onnx_runtime_reads() {
+    use convrnn_serve::backend::ort::session_declarations;
+    use convrnn_serve::model::declarations::read_declarations;
+    use convrnn_serve::model::metadata::METADATA_KEY;
+    init_runtime(None, Default::default()).unwrap();
+    let fixtures = common::fixture_dir();
+    let mut files = vec![
+        committed_model(),
+        fixtures.join("feedback/tiny_feedback.onnx"),
+    ];
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "onnx") {
+            files.push(path);
+        }
+    }
+    assert!(files.len() >= 3, "{files:?}");
+    for file in files {
+        let ours = read_declarations(&std::fs::read(&file).unwrap(), METADATA_KEY).unwrap();
+        let runtime = session_declarations(&file).unwrap();
+        assert_eq!(ours, runtime, "{}", file.display());
+        assert!(ours.metadata.is_some(), "{}", file.display());
+        assert!(!ours.outputs.is_empty(), "{}", file.display());
+    }
 }

@@ -230,6 +230,20 @@ fn fixture_with_metadata(edit: impl Fn(&str) -> Option<String>) -> Vec<u8> {
     out
 }
 
+/// The fixture with every `Conv` node turned into an operator no runtime has (same length, so
+/// the protobuf stays valid; names that contain `Conv` change consistently).
+fn with_unknown_op(fixture: &[u8]) -> Vec<u8> {
+    let mut bytes = fixture.to_vec();
+    let mut i = 0;
+    while i + 4 <= bytes.len() {
+        if &bytes[i..i + 4] == b"Conv" {
+            bytes[i..i + 4].copy_from_slice(b"Cxnv");
+        }
+        i += 1;
+    }
+    bytes
+}
+
 #[test]
 fn a_model_file_that_cannot_be_loaded_stops_start_up_with_one_line_naming_it() {
     let fixture = std::fs::read(common::fixture_dir().join("tiny_convrnn.onnx")).unwrap();
@@ -238,11 +252,25 @@ fn a_model_file_that_cannot_be_loaded_stops_start_up_with_one_line_naming_it() {
         m["time"]["steps"] = serde_json::json!(m["time"]["steps"].as_u64().unwrap() + 3);
         Some(m.to_string())
     });
-    let cases: [(&str, Vec<u8>, &str); 4] = [
-        ("truncated", fixture[..fixture.len() / 2].to_vec(), "failed"),
-        ("not_onnx", b"GIF89a not a model".to_vec(), "failed"),
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        (
+            "truncated",
+            fixture[..fixture.len() / 2].to_vec(),
+            "not a valid ONNX protobuf",
+        ),
+        (
+            "not_onnx",
+            b"GIF89a not a model".to_vec(),
+            "not a valid ONNX protobuf",
+        ),
         ("no_metadata", fixture_with_metadata(|_| None), "convrnn"),
         ("contradicting", contradicting, "contract"),
+        // Read fine, but ONNX Runtime cannot build a session of it: found by the workers.
+        (
+            "unknown_op",
+            with_unknown_op(&fixture),
+            "could not create a session",
+        ),
     ];
     for (name, bytes, reason) in cases {
         let dir = scratch_dir(&format!("broken-{name}"));
@@ -349,6 +377,12 @@ fn with_skip_broken_models_the_others_serve_and_the_broken_one_is_listed() {
     )
     .unwrap();
     std::fs::write(dir.join("broken.onnx"), b"not a model").unwrap();
+    let unknown_op = fixture_with_metadata(|json| {
+        let mut m: serde_json::Value = serde_json::from_str(json).unwrap();
+        m["name"] = serde_json::json!("unknown_op");
+        Some(m.to_string())
+    });
+    std::fs::write(dir.join("unknown_op.onnx"), with_unknown_op(&unknown_op)).unwrap();
     let (child, addr, _) = serve_ready(&dir, &["--skip-broken-models"], &[]);
     let (status, answer) = http(
         &addr,
@@ -361,7 +395,7 @@ fn with_skip_broken_models_the_others_serve_and_the_broken_one_is_listed() {
     assert_eq!(body["models"].as_array().unwrap().len(), 1, "{body}");
     assert_eq!(body["models"][0]["name"], "tiny_convrnn");
     let unavailable = body["unavailable"].as_array().unwrap();
-    assert_eq!(unavailable.len(), 1, "{body}");
+    assert_eq!(unavailable.len(), 2, "{body}");
     assert!(
         unavailable[0]["file"]
             .as_str()
@@ -370,6 +404,16 @@ fn with_skip_broken_models_the_others_serve_and_the_broken_one_is_listed() {
         "{body}"
     );
     assert!(!unavailable[0]["error"].as_str().unwrap().is_empty());
+    // Its file read fine; its sessions could not be built, and readiness did not wait for it.
+    assert!(
+        unavailable[1]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("unknown_op.onnx"),
+        "{body}"
+    );
+    let error = unavailable[1]["error"].as_str().unwrap();
+    assert!(error.contains("could not create a session"), "{error}");
 }
 
 #[test]

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use common::{f32s, fixture_dir, huge_png_header, jpeg, png, read_npz, TestServer, MODEL};
-use convrnn_serve::backend::ort::{init_runtime, inspect, OrtBackend, SessionOptions};
+use convrnn_serve::backend::ort::{init_runtime, OrtBackend, SessionOptions};
 use convrnn_serve::backend::{Backend, Device};
+use convrnn_serve::model::inspect;
 use convrnn_serve::presentation::Presentation;
 use serde_json::Value;
 

@@ -28,11 +28,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use convrnn_serve::backend::ort::{
-    init_runtime, inspect, OrtBackend, RuntimeOptions, SessionOptions,
-};
+use convrnn_serve::backend::ort::{init_runtime, OrtBackend, RuntimeOptions, SessionOptions};
 use convrnn_serve::backend::Backend;
 use convrnn_serve::config::CpuThreadPool;
+use convrnn_serve::model::inspect;
 use convrnn_serve::presentation::Presentation;
 
 /// Untimed runs of each batch size on each session before the timed ones.

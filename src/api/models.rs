@@ -85,14 +85,14 @@ pub fn describe(entry: &ModelEntry) -> ModelDescription {
     responses((status = 200, description = "Every served model", body = ModelList)))]
 pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
-        models: state.engine.models().map(describe).collect(),
+        models: state.engine.serving().map(describe).collect(),
         unavailable: state
             .engine
             .unavailable()
-            .iter()
+            .into_iter()
             .map(|u| UnavailableModel {
-                file: u.file.clone(),
-                error: u.error.clone(),
+                file: u.file,
+                error: u.error,
             })
             .collect(),
     })

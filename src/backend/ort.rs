@@ -14,7 +14,8 @@ use ort::value::{TensorRef, ValueType};
 use super::{Backend, BackendError, Device, OutputTensor};
 use crate::model::prune::prune_to_outputs;
 use crate::model::{
-    metadata::METADATA_KEY, only_logits, ModelError, ModelInfo, TensorInfo, LOGITS_NAME,
+    declarations::Declarations, metadata::METADATA_KEY, only_logits, ModelInfo, TensorInfo,
+    LOGITS_NAME,
 };
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
@@ -322,37 +323,28 @@ fn tensor_infos(outlets: &[ort::value::Outlet]) -> Vec<TensorInfo> {
         .collect()
 }
 
-/// Reads a file's metadata and declared tensors through a throwaway CPU session and checks them
-/// against the contract.
-pub fn inspect(path: &Path) -> Result<ModelInfo, InspectError> {
+/// The file's declarations as ONNX Runtime reads them, from a CPU session built unoptimised (as
+/// fast as it gets): `convrnn-serve inspect` checks an export with it, and the tests check that
+/// [`crate::model::inspect`]'s own reading agrees. Serving does not build this session; it
+/// finds out whether the runtime can run a file when it builds the real ones.
+pub fn session_declarations(path: &Path) -> Result<Declarations, BackendError> {
     let env = environment()?;
     let err = session_error(path, Device::Cpu);
     let conv = |e: ort::Error<ort::session::builder::SessionBuilder>| err(ort::Error::from(e));
     let session = Session::builder(env)
         .map_err(&err)?
-        // Only the declarations are needed; skip optimisation to keep start-up fast.
         .with_optimization_level(GraphOptimizationLevel::Disable)
         .map_err(conv)?
         .with_intra_threads(1)
         .map_err(conv)?
         .commit_from_file(path)
         .map_err(&err)?;
-    let json = session.metadata().map_err(&err)?.custom(METADATA_KEY);
-    let info = ModelInfo::new(
-        path.to_path_buf(),
-        json,
-        tensor_infos(session.inputs()),
-        tensor_infos(session.outputs()),
-    )?;
-    Ok(info)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum InspectError {
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    #[error(transparent)]
-    Model(#[from] ModelError),
+    let metadata = session.metadata().map_err(&err)?.custom(METADATA_KEY);
+    Ok(Declarations {
+        metadata,
+        inputs: tensor_infos(session.inputs()),
+        outputs: tensor_infos(session.outputs()),
+    })
 }
 
 pub struct OrtBackend {

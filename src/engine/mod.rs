@@ -133,6 +133,9 @@ pub struct Admission {
 pub struct Engine {
     models: BTreeMap<String, ModelEntry>,
     unavailable: Vec<Unavailable>,
+    /// `--skip-broken-models`: a model whose sessions cannot be built is listed as unavailable
+    /// and readiness waits only for the others.
+    skip_failed: bool,
     config: EngineConfig,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
@@ -229,6 +232,7 @@ impl Engine {
         Ok(Self {
             models,
             unavailable: Vec::new(),
+            skip_failed: false,
             config,
             metrics,
             draining: AtomicBool::new(false),
@@ -236,14 +240,40 @@ impl Engine {
         })
     }
 
-    /// Lists model files that could not be loaded, for `/v1/models`.
-    pub fn with_unavailable(mut self, unavailable: Vec<Unavailable>) -> Self {
+    /// Lists model files that could not be loaded, for `/v1/models`; with `skip_failed`, a
+    /// model whose workers fail to start joins them instead of holding readiness back.
+    pub fn with_unavailable(mut self, unavailable: Vec<Unavailable>, skip_failed: bool) -> Self {
         self.unavailable = unavailable;
+        self.skip_failed = skip_failed;
         self
     }
 
-    pub fn unavailable(&self) -> &[Unavailable] {
-        &self.unavailable
+    /// Files that could not be read, and (when skipped) models whose sessions failed.
+    pub fn unavailable(&self) -> Vec<Unavailable> {
+        let failed = self.models.values().filter(|_| self.skip_failed);
+        let failed = failed.filter_map(|m| {
+            m.failure().map(|error| Unavailable {
+                file: m.info.path.display().to_string(),
+                error,
+            })
+        });
+        self.unavailable.iter().cloned().chain(failed).collect()
+    }
+
+    /// The first model whose workers failed to start, with the error (`--skip-broken-models`
+    /// off: start-up stops on it).
+    pub fn start_failure(&self) -> Option<(&ModelEntry, String)> {
+        self.models
+            .values()
+            .find_map(|m| m.failure().map(|e| (m, e)))
+    }
+
+    /// The models that serve: all of them, less those skipped because they failed to start.
+    pub fn serving(&self) -> impl Iterator<Item = &ModelEntry> {
+        let skip = self.skip_failed;
+        self.models
+            .values()
+            .filter(move |m| !(skip && m.failure().is_some()))
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -258,9 +288,10 @@ impl Engine {
         self.models.values()
     }
 
-    /// Ready to take traffic: every worker warm and not draining.
+    /// Ready to take traffic: every worker of every serving model warm, and not draining.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.models.values().all(ModelEntry::is_ready)
+        let mut serving = self.serving().peekable();
+        !self.is_draining() && serving.peek().is_some() && serving.all(ModelEntry::is_ready)
     }
 
     pub fn is_draining(&self) -> bool {

@@ -85,8 +85,12 @@ pub(crate) fn spawn(
                 }
                 Err(e) => {
                     tracing::error!(worker = %name, error = %e, "worker failed to start");
-                    let mut failed = status.failed.lock().unwrap_or_else(|p| p.into_inner());
-                    failed.get_or_insert_with(|| e.to_string());
+                    // Released before fail_all, which serves the queue until it closes.
+                    status
+                        .failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert_with(|| e.to_string());
                     // Nobody will serve this queue from here; fail what arrives rather than
                     // letting it wait for its deadline.
                     fail_all(&queue, &config, &e.to_string());

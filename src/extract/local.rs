@@ -43,7 +43,7 @@ impl LocalSource {
         let err = |e: String| ExtractError::Model(format!("{}: {e}", model.display()));
         ort_backend::init_runtime(ort_library, ort_backend::RuntimeOptions::default())
             .map_err(|e| err(e.to_string()))?;
-        let info = ort_backend::inspect(model).map_err(|e| err(e.to_string()))?;
+        let info = crate::model::inspect(model).map_err(|e| err(e.to_string()))?;
         let preprocess = Preprocess::for_input(&info.metadata.input);
         let weights = crate::model::file_sha256(model).map_err(|e| err(e.to_string()))?;
         let devices =

@@ -1,11 +1,13 @@
 //! The model contract on the server side: what a servable ConvRNN file declares (metadata,
 //! tensor names and shapes) and the checks that the two agree. Knows nothing of HTTP or ORT.
 
+pub mod declarations;
 pub mod metadata;
+pub mod onnx_wire;
 pub mod prune;
 pub mod readout;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use metadata::{LayerSpec, ModelMetadata, ReadoutSpec};
 
@@ -48,6 +50,47 @@ pub struct ModelInfo {
     pub outputs: Vec<TensorInfo>,
     /// sha256 of the file (hex), which names the weights a result came from; set when served.
     pub weights_sha256: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Wire {
+        path: String,
+        #[source]
+        source: onnx_wire::WireError,
+    },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Reads a file's metadata and declared tensors and checks them against the contract, without
+/// building a runtime session ([`declarations`]).
+pub fn inspect(path: &Path) -> Result<ModelInfo, InspectError> {
+    let shown = || path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| InspectError::Read {
+        path: shown(),
+        source,
+    })?;
+    let declared =
+        declarations::read_declarations(&bytes, metadata::METADATA_KEY).map_err(|source| {
+            InspectError::Wire {
+                path: shown(),
+                source,
+            }
+        })?;
+    Ok(ModelInfo::new(
+        path.to_path_buf(),
+        declared.metadata,
+        declared.inputs,
+        declared.outputs,
+    )?)
 }
 
 /// sha256 of a file as lowercase hex, read in blocks.

@@ -16,6 +16,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::onnx_wire::{write_len_field, Fields, WireError};
+
 /// Field numbers of onnx.proto that pruning reads (onnx/onnx.proto, IR version 3 and later).
 mod field {
     pub const MODEL_GRAPH: u32 = 7;
@@ -44,6 +46,12 @@ pub enum PruneError {
     Unsupported(&'static str),
     #[error("the graph has no output named {0:?}")]
     UnknownOutput(String),
+}
+
+impl From<WireError> for PruneError {
+    fn from(e: WireError) -> Self {
+        Self::Malformed(e.0)
+    }
 }
 
 /// The serialized model with only the nodes that `keep` depends on.
@@ -195,7 +203,7 @@ fn value_info_name(bytes: &[u8]) -> Result<&str, PruneError> {
     for f in Fields::new(bytes) {
         let f = f?;
         if f.number == field::VALUE_INFO_NAME {
-            return f.string();
+            return Ok(f.string()?);
         }
     }
     Ok("")
@@ -221,134 +229,10 @@ fn initializer_name(bytes: &[u8]) -> Result<&str, PruneError> {
     Ok(name)
 }
 
-fn write_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn write_len_field(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
-    write_varint(out, (u64::from(number) << 3) | 2);
-    write_varint(out, payload.len() as u64);
-    out.extend_from_slice(payload);
-}
-
-/// One field of a message: its number, its bytes as they were (tag included) and its value.
-struct Field<'a> {
-    number: u32,
-    raw: &'a [u8],
-    /// The payload of a length-delimited field.
-    len: Option<&'a [u8]>,
-    varint: Option<u64>,
-}
-
-impl<'a> Field<'a> {
-    fn payload(&self) -> Result<&'a [u8], PruneError> {
-        self.len.ok_or(PruneError::Malformed(
-            "a message field has the wrong wire type",
-        ))
-    }
-
-    fn string(&self) -> Result<&'a str, PruneError> {
-        std::str::from_utf8(self.payload()?)
-            .map_err(|_| PruneError::Malformed("a name is not UTF-8"))
-    }
-}
-
-/// The fields of one message in order; stops at the first malformed one.
-struct Fields<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    failed: bool,
-}
-
-impl<'a> Fields<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Self {
-            buf,
-            pos: 0,
-            failed: false,
-        }
-    }
-
-    fn varint(&mut self) -> Result<u64, PruneError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self
-                .buf
-                .get(self.pos)
-                .ok_or(PruneError::Malformed("cut off inside a varint"))?;
-            self.pos += 1;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(PruneError::Malformed("a varint longer than 10 bytes"))
-    }
-
-    fn skip(&mut self, n: u64) -> Result<&'a [u8], PruneError> {
-        let end = usize::try_from(n)
-            .ok()
-            .and_then(|n| self.pos.checked_add(n))
-            .filter(|end| *end <= self.buf.len())
-            .ok_or(PruneError::Malformed(
-                "a field runs past the end of its message",
-            ))?;
-        let bytes = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(bytes)
-    }
-
-    fn field(&mut self) -> Result<Field<'a>, PruneError> {
-        let start = self.pos;
-        let key = self.varint()?;
-        let number = u32::try_from(key >> 3)
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or(PruneError::Malformed("a field number out of range"))?;
-        let (mut len, mut varint) = (None, None);
-        match key & 7 {
-            0 => varint = Some(self.varint()?),
-            1 => {
-                self.skip(8)?;
-            }
-            2 => {
-                let n = self.varint()?;
-                len = Some(self.skip(n)?);
-            }
-            5 => {
-                self.skip(4)?;
-            }
-            _ => return Err(PruneError::Malformed("an unknown or group wire type")),
-        }
-        Ok(Field {
-            number,
-            raw: &self.buf[start..self.pos],
-            len,
-            varint,
-        })
-    }
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Result<Field<'a>, PruneError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.pos >= self.buf.len() {
-            return None;
-        }
-        let f = self.field();
-        self.failed = f.is_err();
-        Some(f)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::onnx_wire::write_varint;
 
     fn string_field(out: &mut Vec<u8>, number: u32, s: &str) {
         write_len_field(out, number, s.as_bytes());

@@ -11,11 +11,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
-use convrnn_serve::backend::ort::{init_runtime, inspect};
+use convrnn_serve::backend::ort::init_runtime;
 use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor};
 use convrnn_serve::config::ServeArgs;
 use convrnn_serve::engine::{BackendFactory, Engine, EngineConfig, Width};
 use convrnn_serve::metrics::Metrics;
+use convrnn_serve::model::inspect;
 use convrnn_serve::model::ModelInfo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
