@@ -111,10 +111,12 @@ fn run() -> anyhow::Result<()> {
             let s = convrnn_serve::extract::run(*args)?;
             let m = &s.manifest;
             println!(
-                "wrote {} rows in {:.1} s ({:.1} images/s), {} failed; {}: {}",
+                "wrote {} rows in {:.1} s ({:.2} images/s; {:.2} images/s after {:.1} s of start-up), {} failed; {}: {}",
                 s.written_rows,
                 s.seconds,
                 s.written_rows as f64 / s.seconds.max(1e-9),
+                s.written_rows as f64 / (s.seconds - s.startup_seconds).max(1e-9),
+                s.startup_seconds,
                 m.failures.len(),
                 out.join(convrnn_serve::extract::manifest::FILE).display(),
                 if m.complete {

@@ -17,6 +17,7 @@ it ends except the first and last layer, which are compared.
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -90,6 +91,19 @@ def preprocess(img, inp):
     return img.crop((left, top, left + w, top + h))
 
 
+def steady_rate(said, count):
+    """Images/s once running, from what a run printed: the CLI's rate after its start-up (the
+    sessions built and warm), or the PyTorch loop's own time (after importing torch and loading
+    the model)."""
+    m = re.search(r"; ([0-9.]+) images/s after ([0-9.]+) s of start-up", said)
+    if m:
+        return float(m.group(1))
+    for line in said.splitlines():
+        if line.startswith("{"):
+            return count / json.loads(line)["seconds"]
+    return None
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -145,12 +159,17 @@ def main():
     rows = {}
 
     def run(label, cmd, out):
-        rc, secs, samples, peak = rss.sample(cmd, a.interval, os.path.join(out, ".extract"))
+        with tempfile.TemporaryFile("w+") as said:
+            rc, secs, samples, peak = rss.sample(cmd, a.interval, os.path.join(out, ".extract"), stdout=said)
+            said.seek(0)
+            said = said.read()
+        sys.stdout.write(said)
         if rc != 0:
             sys.exit(f"{label} failed ({rc})")
         written = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out) if f.endswith(".npy"))
         rows[label] = {"seconds": secs, "images_per_s": a.count / secs, "peak_mib": peak,
-                       "curve_mib": curve(samples), "written_mib": written / 2**20}
+                       "curve_mib": curve(samples), "written_mib": written / 2**20,
+                       "steady_per_s": steady_rate(said, a.count)}
         for f in os.listdir(out):
             if f.endswith(".npy") and f[:-4] not in compared:
                 os.remove(os.path.join(out, f))
@@ -203,15 +222,28 @@ def main():
     what = "Fashion-MNIST PNGs" if a.stimuli == "fmnist" else "photos"
     print(f"\n{a.count} {what}, {a.arch}, all layers x all steps, float32, batch {a.batch}, "
           f"{a.threads} cores available, PyTorch threads {a.threads}")
-    print("| method | images/s | wall s | peak RSS MiB | RSS at 25/50/75/100% of the run, MiB | written MiB |")
-    print("|---|---:|---:|---:|---|---:|")
+    print("| method | images/s, whole job | images/s once running | wall s | peak RSS MiB "
+          "| RSS at 25/50/75/100% of the run, MiB | written MiB |")
+    print("|---|---:|---:|---:|---:|---|---:|")
+
+    def fmt(rate):
+        return "-" if rate is None else f"{rate:.0f}" if rate >= 10 else f"{rate:.3f}"
+
     for label, r in rows.items():
         extra = ""
         if "server_peak_mib" in r:
             extra = f" (server: peak {r['server_peak_mib']:.0f} MiB, {r['server_peak_before_mib']:.0f} before)"
-        rate = f"{r['images_per_s']:.0f}" if r["images_per_s"] >= 10 else f"{r['images_per_s']:.3f}"
-        print(f"| {label} | {rate} | {r['seconds']:.2f} | {r['peak_mib']:.0f}{extra} | "
+        print(f"| {label} | {fmt(r['images_per_s'])} | {fmt(r['steady_per_s'])} | {r['seconds']:.2f} "
+              f"| {r['peak_mib']:.0f}{extra} | "
               + " / ".join(f"{m:.0f}" for m in r["curve_mib"]) + f" | {r['written_mib']:.0f} |")
+    torch_row = rows["PyTorch eager + forward hooks (THINGSvision-style)"]
+    for label, r in rows.items():
+        if r is torch_row:
+            continue
+        ratios = [f"{r['images_per_s'] / torch_row['images_per_s']:.2f}x whole job"]
+        if r["steady_per_s"] and torch_row["steady_per_s"]:
+            ratios.append(f"{r['steady_per_s'] / torch_row['steady_per_s']:.2f}x once running")
+        print(f"{label} / PyTorch: " + ", ".join(ratios))
     for layer, (d, same) in diffs.items():
         print(f"{layer}: largest |CLI - PyTorch| {d:.2e}; --server file identical to in-process: {same}")
     shutil.rmtree(work)

@@ -29,10 +29,11 @@ def rows_done(state_dir):
     return n
 
 
-def sample(cmd, interval, rows_log=None, env=None):
-    """Runs cmd; returns (exit code, seconds, samples [(s, MiB, rows)], peak MiB)."""
+def sample(cmd, interval, rows_log=None, env=None, stdout=None):
+    """Runs cmd (its standard output into the open file `stdout`, if given); returns (exit code,
+    seconds, samples [(s, MiB, rows)], peak MiB)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout)
     samples = []
     while proc.poll() is None:
         rows = rows_done(rows_log) if rows_log and os.path.isdir(rows_log) else None

@@ -194,6 +194,26 @@ pub enum Dtype {
     F16,
 }
 
+/// A row of a layer in its output dtype ([`Dtype::encode`]).
+pub enum EncodedRow {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+impl EncodedRow {
+    /// The row as the file stores it: the `.npy` files are little-endian, as is every target this
+    /// builds for (checked at compile time below).
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            EncodedRow::F32(v) => bytemuck::cast_slice(v),
+            EncodedRow::F16(v) => bytemuck::cast_slice(v),
+        }
+    }
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the .npy rows are written from memory as little-endian");
+
 impl Dtype {
     pub fn size(self) -> usize {
         match self {
@@ -210,15 +230,17 @@ impl Dtype {
         }
     }
 
-    /// Appends `values` to `out` as little-endian elements of this type (f16 rounds to nearest).
-    pub fn encode(self, values: &[f32], out: &mut Vec<u8>) {
+    /// One row in this type, as the `.npy` file stores it (little-endian; f16 rounds to
+    /// nearest). A float32 row is kept as it is: its bytes are written straight from it.
+    pub fn encode(self, values: Vec<f32>) -> EncodedRow {
         match self {
-            Dtype::F32 => values
-                .iter()
-                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-            Dtype::F16 => values
-                .iter()
-                .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
+            Dtype::F32 => EncodedRow::F32(values),
+            Dtype::F16 => {
+                use half::slice::HalfFloatSliceExt;
+                let mut halves = vec![half::f16::ZERO; values.len()];
+                halves.convert_from_f32_slice(&values);
+                EncodedRow::F16(halves)
+            }
         }
     }
 }
@@ -296,9 +318,14 @@ mod tests {
         }
         assert_eq!(SpatialPool::Avg(3).to_string(), "avg3");
         assert_eq!("f16".parse::<Dtype>().unwrap(), Dtype::F16);
-        let mut out = Vec::new();
-        Dtype::F16.encode(&[1.0, -2.5], &mut out);
-        assert_eq!(out, [0x00, 0x3c, 0x00, 0xc1]);
+        assert_eq!(
+            Dtype::F16.encode(vec![1.0, -2.5]).bytes(),
+            [0x00, 0x3c, 0x00, 0xc1]
+        );
+        assert_eq!(
+            Dtype::F32.encode(vec![1.0, -2.5]).bytes(),
+            [0, 0, 0x80, 0x3f, 0, 0, 0x20, 0xc0]
+        );
     }
 
     #[test]

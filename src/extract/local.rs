@@ -112,6 +112,22 @@ impl LocalSource {
         ))
     }
 
+    /// Waits until every session is built and warm; an error if one cannot be built.
+    pub async fn ready(&self) -> Result<(), ExtractError> {
+        loop {
+            if let Some((model, error)) = self.engine.start_failure() {
+                return Err(ExtractError::Model(format!(
+                    "{}: {error}",
+                    model.info.path.display()
+                )));
+            }
+            if self.engine.is_ready() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Features of each image of a batch (a decode failure is that image's error).
     pub async fn features(
         &self,

@@ -34,21 +34,21 @@ pub fn reduce_row<'a>(
     step: impl Fn(usize) -> &'a [f32],
     out: &mut Vec<f32>,
 ) {
-    let per_bin = layer.bin_values();
-    let mut pooled = Vec::with_capacity(per_bin);
+    let mut pooled = Vec::new();
     for bin in bins {
         let start = out.len();
         for (i, &t) in bin.steps.iter().enumerate() {
+            if i == 0 {
+                // Straight into the row: a bin of one step (the default) copies each value once.
+                pool_into(layer, pool, form, step(t), out);
+                continue;
+            }
             pooled.clear();
             pool_into(layer, pool, form, step(t), &mut pooled);
-            if i == 0 {
-                out.extend_from_slice(&pooled);
-            } else {
-                out[start..]
-                    .iter_mut()
-                    .zip(&pooled)
-                    .for_each(|(acc, v)| *acc += v);
-            }
+            out[start..]
+                .iter_mut()
+                .zip(&pooled)
+                .for_each(|(acc, v)| *acc += v);
         }
         if bin.steps.len() > 1 {
             let n = bin.steps.len() as f32;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 
-use super::args::{ExtractArgs, Shard};
+use super::args::{EncodedRow, ExtractArgs, Shard};
 use super::local::{hex, LocalSource};
 use super::manifest::{self, Manifest};
 use super::outdir::{self, BatchRecord, RowRecord, ShardLog};
@@ -50,7 +50,7 @@ impl Source {
 struct Done {
     rows: Range<usize>,
     /// Per layer, the batch's rows in the output dtype.
-    bytes: Vec<Vec<u8>>,
+    layers: Vec<Vec<EncodedRow>>,
     records: Vec<RowRecord>,
 }
 
@@ -60,6 +60,9 @@ pub struct Summary {
     pub manifest: Manifest,
     pub written_rows: usize,
     pub seconds: f64,
+    /// Of `seconds`, the time before the first batch could run (in-process: building and warming
+    /// the model's sessions); the rest is what each further image costs.
+    pub startup_seconds: f64,
 }
 
 fn read_images(plan: &Plan, rows: Range<usize>) -> Vec<Loaded> {
@@ -104,16 +107,16 @@ fn encode(
     hashes: Vec<Option<String>>,
     features: Vec<Features>,
 ) -> Result<Done, ExtractError> {
-    let mut bytes: Vec<Vec<u8>> = plan
+    let mut layers: Vec<Vec<EncodedRow>> = plan
         .layers
         .iter()
-        .map(|l| Vec::with_capacity(l.row_bytes() as usize * rows.len()))
+        .map(|_| Vec::with_capacity(rows.len()))
         .collect();
     let mut records = Vec::with_capacity(rows.len());
     for (f, sha256) in features.into_iter().zip(hashes) {
         match f {
             Ok(layer_rows) => {
-                for ((layer, row), out) in plan.layers.iter().zip(&layer_rows).zip(&mut bytes) {
+                for ((layer, row), out) in plan.layers.iter().zip(layer_rows).zip(&mut layers) {
                     if row.len() != layer.row_values() {
                         return Err(ExtractError::Internal(format!(
                             "{}: {} values for a row of {}",
@@ -122,7 +125,7 @@ fn encode(
                             layer.row_values()
                         )));
                     }
-                    layer.dtype.encode(row, out);
+                    out.push(layer.dtype.encode(row));
                 }
                 records.push(RowRecord {
                     sha256,
@@ -130,8 +133,8 @@ fn encode(
                 });
             }
             Err(error) => {
-                for (layer, out) in plan.layers.iter().zip(&mut bytes) {
-                    layer.dtype.encode(&vec![f32::NAN; layer.row_values()], out);
+                for (layer, out) in plan.layers.iter().zip(&mut layers) {
+                    out.push(layer.dtype.encode(vec![f32::NAN; layer.row_values()]));
                 }
                 records.push(RowRecord {
                     sha256,
@@ -142,7 +145,7 @@ fn encode(
     }
     Ok(Done {
         rows,
-        bytes,
+        layers,
         records,
     })
 }
@@ -265,6 +268,10 @@ async fn run_async(args: ExtractArgs) -> Result<Summary, ExtractError> {
     disk::check(out, needed, free)?;
     let writer = Writer::open(out, &plan)?;
 
+    if let Source::Local(s) = &source {
+        s.ready().await?;
+    }
+    let startup_seconds = started.elapsed().as_secs_f64();
     let bar = progress_bar(pending.len(), args.quiet);
     let mut stream = futures_util::stream::iter(batches(&pending, batch))
         .map(|rows| run_batch(&source, &plan, rows))
@@ -290,8 +297,10 @@ async fn run_async(args: ExtractArgs) -> Result<Summary, ExtractError> {
                 )));
             }
         }
-        for (layer, bytes) in done.bytes.iter().enumerate() {
-            writer.write_rows(layer, done.rows.start, bytes)?;
+        for (layer, rows) in done.layers.iter().enumerate() {
+            for (i, row) in rows.iter().enumerate() {
+                writer.write_rows(layer, done.rows.start + i, row.bytes())?;
+            }
         }
         writer.sync()?;
         failures += done.records.iter().filter(|r| r.error.is_some()).count();
@@ -319,6 +328,7 @@ async fn run_async(args: ExtractArgs) -> Result<Summary, ExtractError> {
         manifest,
         written_rows,
         seconds: started.elapsed().as_secs_f64(),
+        startup_seconds,
     })
 }
 
