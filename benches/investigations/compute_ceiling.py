@@ -1,6 +1,7 @@
 """The most any feature-extraction pipeline could reach on this machine: the model's forward pass
-alone, through ONNX Runtime the way `convrnn-serve` runs it on CPU (one single-threaded session
-per core, one image per run, every output) and through eager PyTorch the way
+alone, through ONNX Runtime the way `convrnn-serve` runs a paper-sized model on CPU (one
+single-threaded session per core, one image per run, every output; `--ort-batch` for a small
+model, which the server batches) and through eager PyTorch the way
 extract_vs_pytorch.py's THINGSvision-style loop does (batch 8, all cores, no hooks, nothing
 kept), in alternating rounds on the same frames. No decoding, no copies, no files.
 
@@ -38,19 +39,19 @@ def ort_worker(a):
     so.intra_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     s = ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])
-    x = frames_for(read_metadata(a.model), 1)
+    x = frames_for(read_metadata(a.model), a.ort_batch)
     s.run(None, {"frames": x})
     print("ready", flush=True)
     sys.stdin.readline()
     t0 = time.perf_counter()
-    for _ in range(a.images):
+    for _ in range(0, a.images, a.ort_batch):
         s.run(None, {"frames": x})
     print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
 
 
 def ort_round(a, cores):
     procs = [subprocess.Popen([sys.executable, __file__, "--ort-worker", "--model", a.model, "--arch", a.arch,
-                               "--images", str(a.images)],
+                               "--images", str(a.images), "--ort-batch", str(a.ort_batch)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for _ in range(cores)]
     for p in procs:
@@ -62,7 +63,8 @@ def ort_round(a, cores):
     for p in procs:
         json.loads(p.stdout.readline())
         p.wait()
-    return cores * a.images / (time.perf_counter() - t0)
+    per_core = -(-a.images // a.ort_batch) * a.ort_batch
+    return cores * per_core / (time.perf_counter() - t0)
 
 
 def torch_round(a, model, x, cores):
@@ -84,6 +86,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--images", type=int, default=8, help="images per core per round")
     ap.add_argument("--batch", type=int, default=8, help="PyTorch batch")
+    ap.add_argument("--ort-batch", type=int, default=1,
+                    help="ONNX Runtime batch (1: as the server runs a paper-sized model on CPU)")
     ap.add_argument("--ort-worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.ort_worker:
@@ -99,7 +103,7 @@ def main():
     x = torch.from_numpy(frames_for(read_metadata(a.model), a.batch))
     with torch.no_grad():
         model(x[:1], return_layers=True)
-    print(f"{a.arch}, {cores} cores; ONNX Runtime: {cores} sessions x 1 thread, batch 1; "
+    print(f"{a.arch}, {cores} cores; ONNX Runtime: {cores} sessions x 1 thread, batch {a.ort_batch}; "
           f"PyTorch: {cores} threads, batch {a.batch}; images/s")
     print("| round | ONNX Runtime | PyTorch eager | ratio |")
     print("|---|---:|---:|---:|")
