@@ -150,6 +150,30 @@ fn encode(
     })
 }
 
+/// A batch's rows of one layer, consecutive in its file: small rows (pooled features) gathered
+/// into one write, large ones written from where they are, since copying them would cost more
+/// than the calls it saves.
+fn write_layer_rows(
+    writer: &Writer,
+    layer: usize,
+    first_row: usize,
+    rows: &[EncodedRow],
+) -> Result<(), ExtractError> {
+    const GATHER_BELOW: usize = 64 * 1024;
+    if rows.iter().all(|r| r.bytes().len() < GATHER_BELOW) {
+        let joined = rows
+            .iter()
+            .map(EncodedRow::bytes)
+            .collect::<Vec<_>>()
+            .concat();
+        return writer.write_rows(layer, first_row, &joined);
+    }
+    for (i, row) in rows.iter().enumerate() {
+        writer.write_rows(layer, first_row + i, row.bytes())?;
+    }
+    Ok(())
+}
+
 /// Contiguous runs of `pending` rows, cut into batches of at most `batch`.
 pub fn batches(pending: &[usize], batch: usize) -> Vec<Range<usize>> {
     let mut out = Vec::new();
@@ -298,9 +322,7 @@ async fn run_async(args: ExtractArgs) -> Result<Summary, ExtractError> {
             }
         }
         for (layer, rows) in done.layers.iter().enumerate() {
-            for (i, row) in rows.iter().enumerate() {
-                writer.write_rows(layer, done.rows.start + i, row.bytes())?;
-            }
+            write_layer_rows(&writer, layer, done.rows.start, rows)?;
         }
         writer.sync()?;
         failures += done.records.iter().filter(|r| r.error.is_some()).count();
