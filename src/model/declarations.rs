@@ -4,26 +4,8 @@
 //! paper-sized model, docs/performance.md "Start-up"); skipping the nodes and weights takes
 //! milliseconds. Whether ONNX Runtime can run the graph is found when the sessions are built.
 
-use super::onnx_wire::{Fields, WireError};
+use super::onnx_wire::{field, Fields, WireError};
 use super::TensorInfo;
-
-/// Field numbers of onnx.proto read here (onnx/onnx.proto, IR version 3 and later).
-mod field {
-    pub const MODEL_GRAPH: u32 = 7;
-    pub const MODEL_METADATA_PROPS: u32 = 14;
-    pub const ENTRY_KEY: u32 = 1;
-    pub const ENTRY_VALUE: u32 = 2;
-    pub const GRAPH_INITIALIZER: u32 = 5;
-    pub const GRAPH_INPUT: u32 = 11;
-    pub const GRAPH_OUTPUT: u32 = 12;
-    pub const VALUE_INFO_NAME: u32 = 1;
-    pub const VALUE_INFO_TYPE: u32 = 2;
-    pub const TYPE_TENSOR: u32 = 1;
-    pub const TENSOR_TYPE_SHAPE: u32 = 2;
-    pub const SHAPE_DIM: u32 = 1;
-    pub const DIM_VALUE: u32 = 1;
-    pub const TENSOR_NAME: u32 = 8;
-}
 
 /// A file's declarations, as ONNX Runtime reports them for a session of it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,33 @@
 //! a message one at a time, each with its bytes as they were, so a caller decodes only what it
 //! needs and copies everything else unchanged.
 
+/// Field numbers of onnx.proto that the server reads (onnx/onnx.proto, IR version 3 and later).
+pub mod field {
+    pub const MODEL_GRAPH: u32 = 7;
+    pub const MODEL_METADATA_PROPS: u32 = 14;
+    pub const ENTRY_KEY: u32 = 1;
+    pub const ENTRY_VALUE: u32 = 2;
+    pub const GRAPH_NODE: u32 = 1;
+    pub const GRAPH_INITIALIZER: u32 = 5;
+    pub const GRAPH_INPUT: u32 = 11;
+    pub const GRAPH_OUTPUT: u32 = 12;
+    pub const GRAPH_VALUE_INFO: u32 = 13;
+    pub const NODE_INPUT: u32 = 1;
+    pub const NODE_OUTPUT: u32 = 2;
+    pub const NODE_ATTRIBUTE: u32 = 5;
+    pub const ATTRIBUTE_GRAPH: u32 = 6;
+    pub const ATTRIBUTE_GRAPHS: u32 = 11;
+    pub const VALUE_INFO_NAME: u32 = 1;
+    pub const VALUE_INFO_TYPE: u32 = 2;
+    pub const TYPE_TENSOR: u32 = 1;
+    pub const TENSOR_TYPE_SHAPE: u32 = 2;
+    pub const SHAPE_DIM: u32 = 1;
+    pub const DIM_VALUE: u32 = 1;
+    pub const TENSOR_NAME: u32 = 8;
+    pub const TENSOR_DATA_LOCATION: u32 = 13;
+    pub const TENSOR_EXTERNAL_DATA: u32 = 14;
+}
+
 /// A file that is not the protobuf it claims to be.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("not a valid ONNX protobuf: {0}")]

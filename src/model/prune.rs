@@ -16,26 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::onnx_wire::{write_len_field, Fields, WireError};
-
-/// Field numbers of onnx.proto that pruning reads (onnx/onnx.proto, IR version 3 and later).
-mod field {
-    pub const MODEL_GRAPH: u32 = 7;
-    pub const GRAPH_NODE: u32 = 1;
-    pub const GRAPH_INITIALIZER: u32 = 5;
-    pub const GRAPH_INPUT: u32 = 11;
-    pub const GRAPH_OUTPUT: u32 = 12;
-    pub const GRAPH_VALUE_INFO: u32 = 13;
-    pub const NODE_INPUT: u32 = 1;
-    pub const NODE_OUTPUT: u32 = 2;
-    pub const NODE_ATTRIBUTE: u32 = 5;
-    pub const ATTRIBUTE_GRAPH: u32 = 6;
-    pub const ATTRIBUTE_GRAPHS: u32 = 11;
-    pub const VALUE_INFO_NAME: u32 = 1;
-    pub const TENSOR_NAME: u32 = 8;
-    pub const TENSOR_DATA_LOCATION: u32 = 13;
-    pub const TENSOR_EXTERNAL_DATA: u32 = 14;
-}
+use super::onnx_wire::{field, write_len_field, Fields, WireError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PruneError {
