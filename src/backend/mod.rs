@@ -72,4 +72,9 @@ pub trait Backend: Send {
     ) -> Result<Vec<OutputTensor>, BackendError>;
 
     fn device(&self) -> Device;
+
+    /// Whether logits-only runs go to a graph of their own, which then needs its own warm-up.
+    fn has_logits_graph(&self) -> bool {
+        false
+    }
 }

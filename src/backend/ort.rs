@@ -472,4 +472,8 @@ impl Backend for OrtBackend {
     fn device(&self) -> Device {
         self.device
     }
+
+    fn has_logits_graph(&self) -> bool {
+        self.prunes_logits()
+    }
 }
