@@ -148,13 +148,44 @@ def load_onnx_weights(model: ConvRNN, path: str) -> None:
     import onnx
     from onnx import numpy_helper
 
-    inits = {i.name: i for i in onnx.load(path).graph.initializer}
+    graph = onnx.load(path).graph
+    inits = {i.name: i for i in graph.initializer}
+    nodes = {n.name: n for n in graph.node}
     state = model.state_dict()
-    missing = [k for k in state if "model." + k not in inits]
+    values = {}
+    for k, v in state.items():
+        if "model." + k in inits:
+            values[k] = numpy_helper.to_array(inits["model." + k])
+        else:
+            folded = _folded_layer_norm_param(nodes, inits, k)
+            if folded is not None and folded.size == v.numel():
+                values[k] = folded.reshape(tuple(v.shape))
+    missing = [k for k in state if k not in values]
     if missing:
         raise KeyError("%s lacks weights for %s" % (path, ", ".join(missing)))
-    model.load_state_dict({k: torch.from_numpy(numpy_helper.to_array(inits["model." + k]).copy())
-                           for k in state})
+    model.load_state_dict({k: torch.from_numpy(a.copy()) for k, a in values.items()})
+
+
+def _folded_layer_norm_param(nodes, inits, key):
+    """The exporter folds a layer norm's ``gamma.view(1, -1, 1, 1)`` (and beta's) into a constant
+    of another name; it is the constant operand of the module's first call's scale (``Mul``) or
+    shift (``Add_1``) node, whose scope is the module path (``layers.2/cell/ln.0``)."""
+    from onnx import numpy_helper
+
+    module, _, param = key.rpartition(".")
+    op = {"gamma": "Mul", "beta": "Add_1"}.get(param)
+    if op is None or not module:
+        return None
+    scope = ""
+    for part in module.split("."):
+        scope += ("." if part.isdigit() else "/") + part
+    node = nodes.get("/model%s/%s" % (scope, op))
+    if node is None:
+        return None
+    for name in node.input:
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+    return None
 
 
 def read_metadata(path: str) -> dict:
