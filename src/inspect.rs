@@ -9,19 +9,15 @@ use crate::model;
 /// `convrnn-serve inspect FILE`: the metadata, layers and shapes, as text.
 pub fn inspect_report(file: &Path, ort_library: Option<&Path>) -> anyhow::Result<String> {
     ort_backend::init_runtime(ort_library, ort_backend::RuntimeOptions::default())?;
-    let info = model::inspect(file)?;
+    let (declared, sha256) = model::read_model_file(file)?;
     // The runtime must load the file too, and read it as the server does.
-    if ort_backend::session_declarations(file)?
-        != model::declarations::read_declarations(
-            &std::fs::read(file)?,
-            model::metadata::METADATA_KEY,
-        )?
-    {
+    if ort_backend::session_declarations(file)? != declared {
         anyhow::bail!(
             "{}: ONNX Runtime reads other declarations than convrnn-serve does",
             file.display()
         );
     }
+    let info = model::ModelInfo::from_declarations(file, declared, sha256)?;
     let m = &info.metadata;
     let mut out = String::new();
     writeln!(out, "file:         {}", file.display())?;

@@ -79,7 +79,7 @@ pub fn load_models(
     let mut broken = Vec::new();
     for file in files {
         let started = Instant::now();
-        let mut info = match model::inspect(&file) {
+        let info = match model::inspect(&file) {
             Ok(info) => info,
             Err(e) if skip_broken => {
                 tracing::error!(file = %file.display(), error = %e, "model not loaded; serving the others (--skip-broken-models)");
@@ -94,8 +94,6 @@ pub fn load_models(
                 file.display()
             ),
         };
-        info.weights_sha256 =
-            Some(model::file_sha256(&file).with_context(|| format!("hashing {}", file.display()))?);
         if let Some(other) = infos.iter().find(|i| i.name() == info.name()) {
             bail!(
                 "{} and {} both call themselves {:?}",
@@ -269,28 +267,20 @@ pub async fn run(
     if args.skip_broken_models {
         return serve(listeners, args, engine, metrics, shutdown).await;
     }
-    let failure = start_failure(engine.clone());
+    let starting = engine.clone();
+    let failure = async move {
+        match starting.started().await {
+            Err((file, error)) => anyhow::anyhow!(
+                "cannot load model {}: {error} (--skip-broken-models serves the other models)",
+                file.display()
+            ),
+            // Serving goes on; only a start-up failure ends it here.
+            Ok(()) => std::future::pending().await,
+        }
+    };
     tokio::select! {
         served = serve(listeners, args, engine, metrics, shutdown) => served,
         error = failure => Err(error),
-    }
-}
-
-/// Resolves with the first model whose sessions cannot be built; pending once all are ready.
-/// The files were read before the workers started, but whether ONNX Runtime can run a graph is
-/// only known when it builds the sessions.
-async fn start_failure(engine: Arc<Engine>) -> anyhow::Error {
-    loop {
-        if let Some((model, error)) = engine.start_failure() {
-            return anyhow::anyhow!(
-                "cannot load model {}: {error} (--skip-broken-models serves the other models)",
-                model.info.path.display()
-            );
-        }
-        if engine.is_ready() {
-            return std::future::pending().await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -13,6 +13,7 @@ pub mod request;
 pub mod worker;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -260,12 +261,23 @@ impl Engine {
         self.unavailable.iter().cloned().chain(failed).collect()
     }
 
-    /// The first model whose workers failed to start, with the error (`--skip-broken-models`
-    /// off: start-up stops on it).
-    pub fn start_failure(&self) -> Option<(&ModelEntry, String)> {
-        self.models
-            .values()
-            .find_map(|m| m.failure().map(|e| (m, e)))
+    /// Resolves once every worker is warm, or with the file and error of the first model whose
+    /// workers could not start (whether ONNX Runtime can run a graph is only known when it
+    /// builds the sessions).
+    pub async fn started(&self) -> Result<(), (&Path, String)> {
+        loop {
+            if let Some((m, e)) = self
+                .models
+                .values()
+                .find_map(|m| m.failure().map(|e| (m, e)))
+            {
+                return Err((&m.info.path, e));
+            }
+            if self.is_ready() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The models that serve: all of them, less those skipped because they failed to start.

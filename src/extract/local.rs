@@ -43,9 +43,11 @@ impl LocalSource {
         let err = |e: String| ExtractError::Model(format!("{}: {e}", model.display()));
         ort_backend::init_runtime(ort_library, ort_backend::RuntimeOptions::default())
             .map_err(|e| err(e.to_string()))?;
-        let info = crate::model::inspect(model).map_err(|e| err(e.to_string()))?;
+        let (declared, weights) =
+            crate::model::read_model_file(model).map_err(|e| err(e.to_string()))?;
+        let info = ModelInfo::from_declarations(model, declared, weights.clone())
+            .map_err(|e| err(e.to_string()))?;
         let preprocess = Preprocess::for_input(&info.metadata.input);
-        let weights = crate::model::file_sha256(model).map_err(|e| err(e.to_string()))?;
         let devices =
             crate::resolve_devices(devices).map_err(|e| ExtractError::Usage(e.to_string()))?;
         // The thread layout and session settings `serve` would use with its default flags.
@@ -114,18 +116,10 @@ impl LocalSource {
 
     /// Waits until every session is built and warm; an error if one cannot be built.
     pub async fn ready(&self) -> Result<(), ExtractError> {
-        loop {
-            if let Some((model, error)) = self.engine.start_failure() {
-                return Err(ExtractError::Model(format!(
-                    "{}: {error}",
-                    model.info.path.display()
-                )));
-            }
-            if self.engine.is_ready() {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.engine
+            .started()
+            .await
+            .map_err(|(file, error)| ExtractError::Model(format!("{}: {error}", file.display())))
     }
 
     /// Features of each image of a batch (a decode failure is that image's error).

@@ -48,7 +48,8 @@ pub struct ModelInfo {
     pub metadata: ModelMetadata,
     pub inputs: Vec<TensorInfo>,
     pub outputs: Vec<TensorInfo>,
-    /// sha256 of the file (hex), which names the weights a result came from; set when served.
+    /// sha256 of the file (hex), which names the weights a result came from; set when read from
+    /// a file ([`inspect`]).
     pub weights_sha256: Option<String>,
 }
 
@@ -70,9 +71,16 @@ pub enum InspectError {
     Model(#[from] ModelError),
 }
 
-/// Reads a file's metadata and declared tensors and checks them against the contract, without
-/// building a runtime session ([`declarations`]).
+/// Reads a servable file once: its metadata and declared tensors, checked against the contract
+/// without building a runtime session ([`declarations`]), and the sha256 that names its weights.
 pub fn inspect(path: &Path) -> Result<ModelInfo, InspectError> {
+    let (declared, sha256) = read_model_file(path)?;
+    Ok(ModelInfo::from_declarations(path, declared, sha256)?)
+}
+
+/// A file's declarations and the sha256 of its bytes (lowercase hex), from one read.
+pub fn read_model_file(path: &Path) -> Result<(declarations::Declarations, String), InspectError> {
+    use sha2::Digest;
     let shown = || path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| InspectError::Read {
         path: shown(),
@@ -85,36 +93,30 @@ pub fn inspect(path: &Path) -> Result<ModelInfo, InspectError> {
                 source,
             }
         })?;
-    Ok(ModelInfo::new(
-        path.to_path_buf(),
-        declared.metadata,
-        declared.inputs,
-        declared.outputs,
-    )?)
-}
-
-/// sha256 of a file as lowercase hex, read in blocks.
-pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
+    let sha256 = sha2::Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect();
+    Ok((declared, sha256))
 }
 
 impl ModelInfo {
+    /// [`ModelInfo::new`] from what [`read_model_file`] read.
+    pub fn from_declarations(
+        path: &Path,
+        declared: declarations::Declarations,
+        sha256: String,
+    ) -> Result<Self, ModelError> {
+        let mut info = Self::new(
+            path.to_path_buf(),
+            declared.metadata,
+            declared.inputs,
+            declared.outputs,
+        )?;
+        info.weights_sha256 = Some(sha256);
+        Ok(info)
+    }
+
     /// Validates that the metadata describes the graph: `frames [N,T,3,H,W]` in, `logits [N,T,K]`
     /// with K labels out, and one `[N,T,C,H,W]` output per metadata layer.
     pub fn new(
