@@ -174,6 +174,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CONVRNN_PRUNE_LOGITS_GRAPH", default_value_t = true, action = clap::ArgAction::Set, help_heading = TUNING, hide_short_help = true)]
     pub prune_logits_graph: bool,
 
+    /// Run movies of the default presentation (one image for `image_on_steps`, then blank) on a
+    /// graph that computes each run of equal frames once, so a layer that only sees the image
+    /// computes it once instead of once per step. Same results; a second session per worker (the
+    /// file's own graph stays for other presentations). `false` runs everything on the file's
+    /// graph.
+    #[arg(long, env = "CONVRNN_HOLD_DEFAULT_SCHEDULE", default_value_t = true, action = clap::ArgAction::Set, help_heading = TUNING, hide_short_help = true)]
+    pub hold_default_schedule: bool,
+
     /// CUDA: TF32 tensor-core math for float32 convolutions and matrix products (Ampere and
     /// newer): much faster, with products rounded to ~1e-3 relative. `false`: full float32.
     #[arg(long, env = "CONVRNN_CUDA_TF32", default_value_t = true, action = clap::ArgAction::Set, help_heading = TUNING, hide_short_help = true)]

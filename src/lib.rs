@@ -154,6 +154,8 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
     let share = ort_backend::SessionOptions {
         intra_threads: plan.intra_threads,
         prune_for_logits: args.prune_logits_graph,
+        hold_default_schedule: args.hold_default_schedule,
+        other_schedules: true,
         cuda: args.cuda_options(),
     };
     let all = ort_backend::SessionOptions {

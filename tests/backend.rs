@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use convrnn_serve::backend::ort::{init_runtime, OrtBackend, SessionOptions};
-use convrnn_serve::backend::{Backend, Device};
+use convrnn_serve::backend::{Backend, Device, Schedule};
 use convrnn_serve::model::inspect;
 
 fn committed_model() -> PathBuf {
@@ -28,10 +28,10 @@ fn logits_both_ways(path: &Path, prune: bool) -> (bool, Vec<f32>, Vec<f32>) {
         .map(|i| ((i.wrapping_mul(2654435761) >> 7) % 1000) as f32 / 250.0 - 2.0)
         .collect();
     let all: Vec<String> = info.output_names().map(String::from).collect();
-    let whole = backend.run(&frames, batch, &all).unwrap();
+    let whole = backend.run(&frames, batch, Schedule::Other, &all).unwrap();
     let whole_logits = whole.into_iter().find(|o| o.name == "logits").unwrap();
     let only = backend
-        .run(&frames, batch, &["logits".to_string()])
+        .run(&frames, batch, Schedule::Other, &["logits".to_string()])
         .unwrap()
         .remove(0);
     assert_eq!(only.shape, whole_logits.shape);
@@ -93,4 +93,120 @@ fn the_declarations_read_from_the_protobuf_are_what_onnx_runtime_reads() {
         assert!(ours.metadata.is_some(), "{}", file.display());
         assert!(!ours.outputs.is_empty(), "{}", file.display());
     }
+}
+
+fn shipped_models() -> Vec<PathBuf> {
+    let fixtures = common::fixture_dir();
+    let mut files = vec![
+        committed_model(),
+        fixtures.join("feedback/tiny_feedback.onnx"),
+    ];
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "onnx") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// A default-schedule movie of a pseudo-random image: the image for `image_on_steps`, blank after.
+fn default_movies(info: &convrnn_serve::model::ModelInfo, batch: usize) -> Vec<f32> {
+    let m = &info.metadata;
+    let len = m.frame_len();
+    let mut frames = Vec::with_capacity(batch * m.time.steps * len);
+    for b in 0..batch {
+        let image: Vec<f32> = (0..len)
+            .map(|i| (((i + 7919 * b).wrapping_mul(2654435761) >> 7) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        for t in 0..m.time.steps {
+            if t < m.time.image_on_steps {
+                frames.extend_from_slice(&image);
+            } else {
+                frames.extend(std::iter::repeat_n(m.time.blank_value, len));
+            }
+        }
+    }
+    frames
+}
+
+/// The graph specialised to the default schedule computes each run of equal frames once; on a
+/// default-schedule movie every output, and the logits of its pruned graph, must be the file's
+/// graph's to the bit, for every file we ship.
+#[test]
+fn the_held_graph_gives_the_files_numbers_for_default_schedule_movies() {
+    init_runtime(None, Default::default()).unwrap();
+    for path in shipped_models() {
+        let info = inspect(&path).unwrap();
+        let all: Vec<String> = info.output_names().map(String::from).collect();
+        let logits = vec!["logits".to_string()];
+        let batch = 2;
+        let frames = default_movies(&info, batch);
+        let file_graph = SessionOptions {
+            hold_default_schedule: false,
+            ..SessionOptions::new(1)
+        };
+        let mut reference = OrtBackend::new(&info, Device::Cpu, &file_graph).unwrap();
+        assert!(!reference.has_held_graph());
+        let mut held = OrtBackend::new(&info, Device::Cpu, &SessionOptions::new(1)).unwrap();
+        assert!(held.has_held_graph(), "{}", path.display());
+        for outputs in [&all, &logits] {
+            let want = reference
+                .run(&frames, batch, Schedule::Default, outputs)
+                .unwrap();
+            let got = held
+                .run(&frames, batch, Schedule::Default, outputs)
+                .unwrap();
+            for (w, g) in want.iter().zip(&got) {
+                assert_eq!((&w.name, &w.shape), (&g.name, &g.shape));
+                let differ = w
+                    .data
+                    .iter()
+                    .zip(&g.data)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(
+                    differ,
+                    0,
+                    "{} {}: {differ} values differ",
+                    path.display(),
+                    w.name
+                );
+            }
+        }
+        // Another schedule runs on the file's graph: its first blank step differs from the
+        // default's, and so must the outputs.
+        let m = &info.metadata;
+        let mut flash = frames.clone();
+        let step = m.frame_len();
+        flash[..step].fill(m.time.blank_value);
+        let want = reference.run(&flash, batch, Schedule::Other, &all).unwrap();
+        let got = held.run(&flash, batch, Schedule::Other, &all).unwrap();
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(w.data, g.data, "{} {}", path.display(), w.name);
+        }
+    }
+}
+
+/// `extract` asks for default-schedule movies only: one session, and a clear error (not a wrong
+/// answer) should anything else reach it.
+#[test]
+fn a_backend_for_the_default_schedule_only_refuses_other_movies() {
+    init_runtime(None, Default::default()).unwrap();
+    let info = inspect(&committed_model()).unwrap();
+    let options = SessionOptions {
+        other_schedules: false,
+        prune_for_logits: false,
+        ..SessionOptions::new(1)
+    };
+    let mut backend = OrtBackend::new(&info, Device::Cpu, &options).unwrap();
+    assert!(backend.has_held_graph() && !backend.runs_other_schedules());
+    let frames = default_movies(&info, 1);
+    let all: Vec<String> = info.output_names().map(String::from).collect();
+    assert!(backend.run(&frames, 1, Schedule::Default, &all).is_ok());
+    let err = backend
+        .run(&frames, 1, Schedule::Other, &all)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only default-schedule"), "{err}");
 }

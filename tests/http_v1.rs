@@ -8,7 +8,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use common::{f32s, fixture_dir, huge_png_header, jpeg, png, read_npz, TestServer, MODEL};
 use convrnn_serve::backend::ort::{init_runtime, OrtBackend, SessionOptions};
-use convrnn_serve::backend::{Backend, Device};
+use convrnn_serve::backend::{Backend, Device, Schedule};
 use convrnn_serve::model::inspect;
 use convrnn_serve::presentation::Presentation;
 use serde_json::Value;
@@ -44,10 +44,15 @@ fn reference_outputs(image: &[u8]) -> Vec<(String, Vec<f32>)> {
         .unwrap();
     let mut movie = vec![0.0; m.time.steps * m.frame_len()];
     stimuli[0].write_movie(&mut movie, m.frame_len(), m.time.blank_value);
-    let mut backend = OrtBackend::new(&info, Device::Cpu, &SessionOptions::new(1)).unwrap();
+    // The file's own graph: the server runs default-schedule movies on the held one.
+    let options = SessionOptions {
+        hold_default_schedule: false,
+        ..SessionOptions::new(1)
+    };
+    let mut backend = OrtBackend::new(&info, Device::Cpu, &options).unwrap();
     let names: Vec<String> = info.output_names().map(String::from).collect();
     backend
-        .run(&movie, 1, &names)
+        .run(&movie, 1, Schedule::Other, &names)
         .unwrap()
         .into_iter()
         .map(|o| (o.name, o.data))

@@ -5,13 +5,16 @@
 //! ```text
 //! cargo bench --bench raw_ort -- --model models/rgc_fmnist.onnx [--batches 1,2,4,8,16,32]
 //!     [--seconds 4] [--min-runs 5] [--sessions 1] [--pool shared|per-session] [--intra-threads 0]
-//!     [--outputs logits|all] [--prune true|false] [--image model.jpg] [--json out.json]
+//!     [--outputs logits|all] [--prune true|false] [--hold true|false] [--image model.jpg]
+//!     [--json out.json]
 //!     [--device cpu|cuda:N] [--tf32 true|false]
 //! ```
 //! `--device cuda:N` (a build with `--features cuda` and the `onnxruntime-gpu` library) runs the
 //! sessions there, with the server's CUDA settings (`--tf32` is the server's `--cuda-tf32`).
 //! `--prune` is the server's `--prune-logits-graph`: with `--outputs logits` the runs use the
-//! graph pruned to the logits, as the server's classification does (default true).
+//! graph pruned to the logits, as the server's classification does (default true). `--hold` is
+//! the server's `--hold-default-schedule`: with `--image` (a default-schedule movie) the runs use
+//! the graph that computes each run of equal frames once (default true).
 //! `--image` feeds a real encoded image, decoded with the model's own preprocessing and shown with
 //! the default presentation (the model's `image_on_steps`, then blank), built by the server's own
 //! code; without it the input is a fixed pseudo-random pattern in the normalised range.
@@ -29,7 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use convrnn_serve::backend::ort::{init_runtime, OrtBackend, RuntimeOptions, SessionOptions};
-use convrnn_serve::backend::Backend;
+use convrnn_serve::backend::{Backend, Schedule};
 use convrnn_serve::config::CpuThreadPool;
 use convrnn_serve::model::inspect;
 use convrnn_serve::presentation::Presentation;
@@ -47,6 +50,7 @@ struct Args {
     pool: String,
     outputs: String,
     prune: bool,
+    hold: bool,
     image: Option<PathBuf>,
     json: Option<PathBuf>,
     device: String,
@@ -64,6 +68,7 @@ fn parse_args() -> Args {
         pool: "per-session".into(),
         outputs: "logits".into(),
         prune: true,
+        hold: true,
         image: None,
         json: None,
         device: "cpu".into(),
@@ -87,6 +92,7 @@ fn parse_args() -> Args {
             "--pool" => a.pool = val(),
             "--outputs" => a.outputs = val(),
             "--prune" => a.prune = val().parse().expect("--prune true|false"),
+            "--hold" => a.hold = val().parse().expect("--hold true|false"),
             "--image" => a.image = Some(val().into()),
             "--json" => a.json = Some(val().into()),
             "--device" => a.device = val(),
@@ -139,6 +145,8 @@ fn main() {
                 &SessionOptions {
                     intra_threads: intra,
                     prune_for_logits: args.prune,
+                    hold_default_schedule: args.hold,
+                    other_schedules: true,
                     cuda: convrnn_serve::backend::ort::CudaOptions {
                         tf32: args.tf32,
                         ..Default::default()
@@ -168,7 +176,7 @@ fn main() {
         movie
     });
     eprintln!(
-        "model {} ({}), device {device}, T={}, {}x{}, sessions={}, pool={}, intra_threads={intra}, outputs={}, prune={}, library {}",
+        "model {} ({}), device {device}, T={}, {}x{}, sessions={}, pool={}, intra_threads={intra}, outputs={}, prune={}, hold={}, library {}",
         m.name,
         args.model.display(),
         m.time.steps,
@@ -178,12 +186,18 @@ fn main() {
         args.pool,
         args.outputs,
         args.prune,
+        args.hold,
         lib.display()
     );
     println!(
         "{:>5} {:>6} {:>10} {:>10} {:>10} {:>10}",
         "batch", "runs", "p50_ms", "p90_ms", "mean_ms", "images/s"
     );
+    let schedule = if movie.is_some() {
+        Schedule::Default
+    } else {
+        Schedule::Other
+    };
     let mut rows = Vec::new();
     for &batch in &args.batches {
         let cpu_before = process_cpu_secs();
@@ -203,7 +217,9 @@ fn main() {
                     let (frames, outputs) = (&frames, &outputs);
                     scope.spawn(move || {
                         for _ in 0..WARM_UP_RUNS {
-                            backend.run(frames, batch, outputs).expect("warm-up run");
+                            backend
+                                .run(frames, batch, schedule, outputs)
+                                .expect("warm-up run");
                         }
                         let mut times = Vec::new();
                         let started = Instant::now();
@@ -211,7 +227,7 @@ fn main() {
                             || started.elapsed().as_secs_f64() < args.seconds
                         {
                             let t = Instant::now();
-                            let out = backend.run(frames, batch, outputs).expect("run");
+                            let out = backend.run(frames, batch, schedule, outputs).expect("run");
                             times.push(t.elapsed().as_secs_f64());
                             std::hint::black_box(out);
                         }

@@ -60,14 +60,26 @@ pub enum BackendError {
     Output(String),
 }
 
+/// What a batch's movies are known to show, so that a backend may run a graph specialised to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Every movie shows one image for the model's `image_on_steps`, then blank frames: the
+    /// graph of [`crate::model::held`] computes each run of equal frames once.
+    Default,
+    /// Anything else: the file's own graph.
+    Other,
+}
+
 /// A loaded model on one device. Owned by exactly one worker thread: ONNX Runtime's `Run` is not
 /// meant to be called concurrently on one session from our side, and owning it avoids a lock.
 pub trait Backend: Send {
-    /// Runs `batch` movies laid out as `[batch, T, C, H, W]` in `frames`, returning the named outputs.
+    /// Runs `batch` movies laid out as `[batch, T, C, H, W]` in `frames`, all of which follow
+    /// `schedule`, returning the named outputs.
     fn run(
         &mut self,
         frames: &[f32],
         batch: usize,
+        schedule: Schedule,
         outputs: &[String],
     ) -> Result<Vec<OutputTensor>, BackendError>;
 
@@ -76,5 +88,15 @@ pub trait Backend: Send {
     /// Whether logits-only runs go to a graph of their own, which then needs its own warm-up.
     fn has_logits_graph(&self) -> bool {
         false
+    }
+
+    /// Whether default-schedule runs go to a graph of their own ([`Schedule::Default`]).
+    fn has_held_graph(&self) -> bool {
+        false
+    }
+
+    /// Whether movies of any schedule can run, or only default-schedule ones.
+    fn runs_other_schedules(&self) -> bool {
+        true
     }
 }

@@ -11,7 +11,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{OutputSelector, RunOptions, Session};
 use ort::value::{TensorRef, ValueType};
 
-use super::{Backend, BackendError, Device, OutputTensor};
+use super::{Backend, BackendError, Device, OutputTensor, Schedule};
+use crate::model::held::{hold_image, HeldError};
 use crate::model::prune::prune_to_outputs;
 use crate::model::{
     declarations::Declarations, metadata::METADATA_KEY, only_logits, ModelInfo, TensorInfo,
@@ -172,6 +173,12 @@ pub struct SessionOptions {
     /// requests that want only the logits on it: the same numbers for less work. Costs one more
     /// graph optimisation at start-up and the pruned graph's share of memory.
     pub prune_for_logits: bool,
+    /// Run default-schedule movies on the graph specialised to them ([`crate::model::held`]):
+    /// the same numbers, each run of equal frames computed once.
+    pub hold_default_schedule: bool,
+    /// Also keep the file's own graph for movies of other schedules. `false` where only the
+    /// default schedule is ever run (`extract`): one session fewer to build and hold.
+    pub other_schedules: bool,
     /// How CUDA sessions are set up; ignored on CPU.
     pub cuda: CudaOptions,
 }
@@ -181,6 +188,8 @@ impl SessionOptions {
         Self {
             intra_threads,
             prune_for_logits: true,
+            hold_default_schedule: true,
+            other_schedules: true,
             cuda: CudaOptions::default(),
         }
     }
@@ -348,10 +357,15 @@ pub fn session_declarations(path: &Path) -> Result<Declarations, BackendError> {
 }
 
 pub struct OrtBackend {
-    session: Session,
-    /// The graph pruned to `logits`, for runs that want nothing else; `None` when pruning was
-    /// off, impossible, or removed nothing.
+    /// The file's graph, for movies of any schedule; `None` when only default-schedule movies
+    /// were asked for and the held graph runs them.
+    session: Option<Session>,
+    /// The file's graph pruned to `logits`, for runs that want nothing else; `None` when pruning
+    /// was off, impossible or removed nothing, or when the held graph takes those runs.
     logits_session: Option<Session>,
+    /// The graph specialised to the default schedule, whole and pruned to `logits`.
+    held: Option<Session>,
+    held_logits: Option<Session>,
     device: Device,
     input_shape: [usize; 4],
 }
@@ -363,15 +377,39 @@ impl OrtBackend {
         options: &SessionOptions,
     ) -> Result<Self, BackendError> {
         let m = &info.metadata;
-        let session = build_session(Source::File(&info.path), device, options)?;
-        let logits_session = if options.prune_for_logits {
-            build_logits_session(&info.path, device, options)?
+        let path = &info.path;
+        let (mut held, mut held_logits) = (None, None);
+        if options.hold_default_schedule {
+            if let Some(bytes) = held_graph(info, device)? {
+                held = Some(build_session(
+                    Source::Memory(path, &bytes),
+                    device,
+                    options,
+                )?);
+                if options.prune_for_logits {
+                    held_logits = build_logits_session(path, &bytes, device, options)?;
+                }
+            }
+        }
+        // Classification with another schedule runs on the whole graph when the held one
+        // exists: one session fewer to build and hold for a rarely used path.
+        let (session, logits_session) = if options.other_schedules || held.is_none() {
+            let session = build_session(Source::File(path), device, options)?;
+            let logits = if options.prune_for_logits && held.is_none() {
+                let bytes = read_file(path, device)?;
+                build_logits_session(path, &bytes, device, options)?
+            } else {
+                None
+            };
+            (Some(session), logits)
         } else {
-            None
+            (None, None)
         };
         Ok(Self {
             session,
             logits_session,
+            held,
+            held_logits,
             device,
             input_shape: [
                 m.time.steps,
@@ -382,26 +420,54 @@ impl OrtBackend {
         })
     }
 
-    /// Whether logits-only runs use the pruned graph.
+    /// Whether logits-only runs use a pruned graph.
     pub fn prunes_logits(&self) -> bool {
-        self.logits_session.is_some()
+        self.logits_session.is_some() || self.held_logits.is_some()
     }
 }
 
-/// The session for logits-only runs, if pruning removes anything. A graph the pruner cannot read
-/// is served whole (logged); a pruned graph ONNX Runtime rejects is an error, as it would be for
-/// the whole one.
-fn build_logits_session(
-    path: &Path,
-    device: Device,
-    options: &SessionOptions,
-) -> Result<Option<Session>, BackendError> {
-    let bytes = std::fs::read(path).map_err(|e| BackendError::Session {
+fn read_file(path: &Path, device: Device) -> Result<Vec<u8>, BackendError> {
+    std::fs::read(path).map_err(|e| BackendError::Session {
         model: path.display().to_string(),
         device,
         msg: e.to_string(),
-    })?;
-    let pruned = match prune_to_outputs(&bytes, &[LOGITS_NAME]) {
+    })
+}
+
+/// The file's graph specialised to the default schedule, if that changes anything. A graph the
+/// rewrite does not understand is served whole (logged).
+fn held_graph(info: &ModelInfo, device: Device) -> Result<Option<Vec<u8>>, BackendError> {
+    let path = &info.path;
+    let bytes = read_file(path, device)?;
+    let time = &info.metadata.time;
+    match hold_image(&bytes, time.steps, time.image_on_steps) {
+        Ok(held) => {
+            tracing::debug!(
+                model = %path.display(),
+                %device,
+                steps_redirected = held.steps_redirected,
+                "default-schedule runs use the graph that reads each run of equal frames once"
+            );
+            Ok(Some(held.bytes))
+        }
+        Err(HeldError::Unchanged) => Ok(None),
+        Err(e) => {
+            tracing::warn!(model = %path.display(), error = %e, "every schedule runs on the file's own graph");
+            Ok(None)
+        }
+    }
+}
+
+/// The session for logits-only runs of the graph in `bytes` (the file's or the held one), if
+/// pruning removes anything. A graph the pruner cannot read is served whole (logged); a pruned
+/// graph ONNX Runtime rejects is an error, as it would be for the whole one.
+fn build_logits_session(
+    path: &Path,
+    bytes: &[u8],
+    device: Device,
+    options: &SessionOptions,
+) -> Result<Option<Session>, BackendError> {
+    let pruned = match prune_to_outputs(bytes, &[LOGITS_NAME]) {
         Ok(p) if p.nodes_after < p.nodes_before => p,
         Ok(_) => return Ok(None),
         Err(e) => {
@@ -409,7 +475,6 @@ fn build_logits_session(
             return Ok(None);
         }
     };
-    drop(bytes);
     tracing::debug!(
         model = %path.display(),
         %device,
@@ -425,6 +490,7 @@ impl Backend for OrtBackend {
         &mut self,
         frames: &[f32],
         batch: usize,
+        schedule: Schedule,
         outputs: &[String],
     ) -> Result<Vec<OutputTensor>, BackendError> {
         let [t, c, h, w] = self.input_shape;
@@ -443,9 +509,16 @@ impl Backend for OrtBackend {
         let run_options = RunOptions::new()
             .map_err(|e| BackendError::Run(e.to_string()))?
             .with_outputs(selector);
-        let session = match &mut self.logits_session {
-            Some(pruned) if only_logits(outputs) => pruned,
-            _ => &mut self.session,
+        let logits = only_logits(outputs);
+        let (whole, pruned) = match (schedule, self.held.is_some()) {
+            (Schedule::Default, true) => (&mut self.held, &mut self.held_logits),
+            _ => (&mut self.session, &mut self.logits_session),
+        };
+        let session = match pruned {
+            Some(pruned) if logits => pruned,
+            _ => whole.as_mut().ok_or_else(|| {
+                BackendError::Run("this session runs only default-schedule movies".into())
+            })?,
         };
         let results = session
             .run_with_options(ort::inputs!["frames" => input], &run_options)
@@ -475,5 +548,13 @@ impl Backend for OrtBackend {
 
     fn has_logits_graph(&self) -> bool {
         self.prunes_logits()
+    }
+
+    fn has_held_graph(&self) -> bool {
+        self.held.is_some()
+    }
+
+    fn runs_other_schedules(&self) -> bool {
+        self.session.is_some()
     }
 }

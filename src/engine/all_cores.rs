@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Schedule};
 use crate::model::{ModelInfo, LOGITS_NAME};
 
 /// Which threads a session is built for: the worker's share of the cores, or all of them (the
@@ -101,7 +101,8 @@ pub(crate) fn calibrate(
     let outputs = [LOGITS_NAME.to_string()];
     let time = |b: &mut dyn Backend| -> Result<Duration, BackendError> {
         let started = Instant::now();
-        b.run(&frames, 1, &outputs)?;
+        // Blank frames are a default-schedule movie: the kind most batches are.
+        b.run(&frames, 1, Schedule::Default, &outputs)?;
         Ok(started.elapsed())
     };
     let first = time(share)?;
@@ -161,6 +162,7 @@ mod tests {
                 &mut self,
                 _: &[f32],
                 _: usize,
+                _: crate::backend::Schedule,
                 _: &[String],
             ) -> Result<Vec<crate::backend::OutputTensor>, BackendError> {
                 Ok(vec![])

@@ -42,6 +42,18 @@ impl Stimulus {
             }
         }
     }
+
+    /// Whether this movie is one image for the first `image_on_steps` of `steps` steps and blank
+    /// after: the default schedule, which runs on a graph specialised to it
+    /// ([`crate::backend::Schedule::Default`]).
+    pub fn follows_default_schedule(&self, steps: usize, image_on_steps: usize) -> bool {
+        !self.frames.is_empty()
+            && (0..steps).all(|t| match self.schedule.get(t) {
+                Some(FrameSource::Frame(0)) => t < image_on_steps,
+                Some(FrameSource::Frame(_)) => false,
+                Some(FrameSource::Blank) | None => t >= image_on_steps,
+            })
+    }
 }
 
 /// Timings of one item, reported back to the client in headers and to metrics.
@@ -113,5 +125,30 @@ mod tests {
             [4.0, 5.0, 6.0, -0.5, -0.5, -0.5, 1.0, 2.0, 3.0, -0.5, -0.5, -0.5],
             "steps past the schedule are blank"
         );
+    }
+
+    #[test]
+    fn the_default_schedule_is_recognised_however_it_is_spelled() {
+        let frame = || Arc::new(vec![0.0; 3]);
+        let movie = |frames: usize, schedule: &[FrameSource]| Stimulus {
+            frames: (0..frames).map(|_| frame()).collect(),
+            schedule: schedule.to_vec(),
+        };
+        use FrameSource::{Blank, Frame};
+        // 4 steps, image on for 2.
+        let default = |s: &Stimulus| s.follows_default_schedule(4, 2);
+        assert!(default(&movie(1, &[Frame(0), Frame(0)])));
+        assert!(default(&movie(1, &[Frame(0), Frame(0), Blank, Blank])));
+        assert!(default(&movie(2, &[Frame(0), Frame(0)])), "an unused frame");
+        assert!(!default(&movie(1, &[Frame(0)])), "on for 1 step");
+        assert!(
+            !default(&movie(1, &[Frame(0), Frame(0), Frame(0)])),
+            "on for 3"
+        );
+        assert!(!default(&movie(2, &[Frame(0), Frame(1)])), "a second image");
+        assert!(!default(&movie(1, &[Blank, Frame(0)])), "shown late");
+        assert!(!default(&movie(0, &[Blank, Blank])), "no image");
+        assert!(!default(&movie(0, &[])), "no image");
+        assert!(!default(&movie(2, &[Frame(1), Frame(1)])), "not frame 0");
     }
 }

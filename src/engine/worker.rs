@@ -15,7 +15,7 @@ use super::all_cores::{calibrate, AllCoresSession, CpuRuns, Width};
 use super::queue::BatchQueue;
 use super::request::{ItemResult, ItemTimings, WorkItem};
 use super::EngineError;
-use crate::backend::{Backend, BackendError, Device};
+use crate::backend::{Backend, BackendError, Device, Schedule};
 use crate::metrics::Metrics;
 use crate::model::{ModelInfo, LOGITS_NAME};
 
@@ -232,12 +232,19 @@ fn warm_up(
     // The logits-only runs are warmed only where they have a graph of their own; otherwise they
     // are one more whole-graph run (1.4 s for rgc_intermediate on a core).
     let separate_logits = backend.has_logits_graph();
-    let mut run = |outputs: &[String], batch: usize| {
+    // Blank frames are a default-schedule movie, so they warm the held graph where there is one,
+    // and the file's own graph needs a run of its own.
+    let other_graph = backend.has_held_graph() && backend.runs_other_schedules();
+    let mut run_as = |outputs: &[String], batch: usize, schedule: Schedule| {
         let frames = vec![m.time.blank_value; movie_len * batch];
         let started = Instant::now();
-        backend.run(&frames, batch, outputs)?;
+        backend.run(&frames, batch, schedule, outputs)?;
         Ok::<_, BackendError>(started.elapsed())
     };
+    if other_graph {
+        run_as(&all, 1, Schedule::Other)?;
+    }
+    let mut run = |outputs: &[String], batch: usize| run_as(outputs, batch, Schedule::Default);
     // Timed on the whole graph: a batch may be an activation batch, the costlier kind.
     let mut single = run(&all, 1)?;
     if separate_logits {
@@ -399,10 +406,18 @@ fn run_loop(
             );
         }
         let outputs = union_of_outputs(&batch);
+        let schedule = if batch.iter().all(|item| {
+            item.stimulus
+                .follows_default_schedule(m.time.steps, m.time.image_on_steps)
+        }) {
+            Schedule::Default
+        } else {
+            Schedule::Other
+        };
         let started = Instant::now();
         let mut on_all_cores = false;
         let run = panic::catch_unwind(AssertUnwindSafe(|| match &config.adaptive {
-            None => backend.run(&frames, n, &outputs),
+            None => backend.run(&frames, n, schedule, &outputs),
             Some(adaptive) => {
                 let run = adaptive.runs.start();
                 // Alone now and nothing waiting that another worker would start on next.
@@ -416,9 +431,9 @@ fn run_loop(
                             .with_label_values(&[model])
                             .inc();
                         on_all_cores = true;
-                        session.run(&frames, n, &outputs)
+                        session.run(&frames, n, schedule, &outputs)
                     }
-                    None => backend.run(&frames, n, &outputs),
+                    None => backend.run(&frames, n, schedule, &outputs),
                 }
             }
         }));

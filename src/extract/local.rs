@@ -64,6 +64,9 @@ impl LocalSource {
         let options = ort_backend::SessionOptions {
             intra_threads: plan.intra_threads,
             prune_for_logits: only_logits(&select_layers(&info.metadata)?),
+            // Every stimulus is shown with the default schedule.
+            hold_default_schedule: true,
+            other_schedules: false,
             cuda: defaults.cuda_options(),
         };
         let factory: BackendFactory =

@@ -2,6 +2,7 @@
 //! tensor names and shapes) and the checks that the two agree. Knows nothing of HTTP or ORT.
 
 pub mod declarations;
+pub mod held;
 pub mod metadata;
 pub mod onnx_wire;
 pub mod prune;

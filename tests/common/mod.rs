@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use convrnn_serve::backend::ort::init_runtime;
-use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor};
+use convrnn_serve::backend::{Backend, BackendError, Device, OutputTensor, Schedule};
 use convrnn_serve::config::ServeArgs;
 use convrnn_serve::engine::{BackendFactory, Engine, EngineConfig, Width};
 use convrnn_serve::metrics::Metrics;
@@ -173,6 +173,7 @@ impl Backend for FakeBackend {
         &mut self,
         frames: &[f32],
         batch: usize,
+        _: Schedule,
         outputs: &[String],
     ) -> Result<Vec<OutputTensor>, BackendError> {
         let blank = self.info.metadata.time.blank_value;

@@ -1,0 +1,416 @@
+//! A servable file's graph specialised to the default presentation: one image held for
+//! `image_on_steps`, then blank.
+//!
+//! The export reads frame `t` of its `[N, T, C, H, W]` input at step `t` (one `Gather` per
+//! step), so ONNX Runtime cannot know that frames 0..k are the same image and computes every
+//! layer that sees them once per step. Under the default schedule they are the same, and so are
+//! all blank frames after them: this rewrite points every step's `Gather` at the first frame of
+//! its run (0 while the image is on, `image_on_steps` after). The steps of a stateless layer then
+//! read the same tensor through the same weights, and ONNX Runtime's common-subexpression pass
+//! merges them when it builds the session, down through every feedforward layer and a recurrent
+//! cell's convolutions of its input. On rgc_intermediate that removes 40% of a run
+//! (docs/performance.md, "Held image"). The input and outputs keep their names and shapes, and on
+//! a default-schedule movie the results are the same bits; any other movie runs on the whole
+//! graph.
+//!
+//! Like [`super::prune`], this works on the protobuf wire format and copies every byte it does
+//! not rewrite.
+
+use std::collections::{HashMap, HashSet};
+
+use super::onnx_wire::{field, write_len_field, write_varint, Fields, WireError};
+use super::INPUT_NAME as FRAMES_NAME;
+
+const NODE_OP_TYPE: u32 = 4;
+const NODE_DOMAIN: u32 = 7;
+const ATTRIBUTE_NAME: u32 = 1;
+const ATTRIBUTE_INT: u32 = 3;
+const ATTRIBUTE_TENSOR: u32 = 5;
+const TENSOR_DIMS: u32 = 1;
+const TENSOR_DATA_TYPE: u32 = 2;
+const TENSOR_INT64_DATA: u32 = 7;
+const TENSOR_RAW_DATA: u32 = 9;
+const INT64: u64 = 7;
+
+/// The index tensors the rewritten `Gather`s read: the image's frame and the first blank one.
+const IMAGE_INDEX: &str = "convrnn.held.image_frame";
+const BLANK_INDEX: &str = "convrnn.held.blank_frame";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeldError {
+    #[error("not a valid ONNX protobuf: {0}")]
+    Malformed(&'static str),
+    /// A graph this rewrite does not understand; the caller serves every schedule from the
+    /// file's own graph.
+    #[error("cannot specialise this graph to the default schedule: {0}")]
+    Unsupported(&'static str),
+    /// Every step already reads the first frame of its run: nothing would merge.
+    #[error("the graph already reads each run of equal frames once")]
+    Unchanged,
+}
+
+impl From<WireError> for HeldError {
+    fn from(e: WireError) -> Self {
+        Self::Malformed(e.0)
+    }
+}
+
+/// The serialized model whose steps read the first frame of their run of equal frames.
+#[derive(Debug)]
+pub struct Held {
+    pub bytes: Vec<u8>,
+    /// `Gather`s now reading another frame than their own step's.
+    pub steps_redirected: usize,
+}
+
+/// Returns `model` with every step's frame read from frame 0 (steps before `image_on_steps`)
+/// or frame `image_on_steps` (the blank steps after), for movies of `steps` frames.
+pub fn hold_image(model: &[u8], steps: usize, image_on_steps: usize) -> Result<Held, HeldError> {
+    if image_on_steps == 0 || image_on_steps > steps {
+        return Err(HeldError::Unsupported("image_on_steps outside 1..=steps"));
+    }
+    let mut graph = None;
+    for f in Fields::new(model) {
+        let f = f?;
+        if f.number == field::MODEL_GRAPH {
+            if graph.is_some() {
+                return Err(HeldError::Unsupported("more than one graph field"));
+            }
+            graph = Some(f.payload()?);
+        }
+    }
+    let graph = graph.ok_or(HeldError::Malformed("the model has no graph"))?;
+    let (held_graph, steps_redirected) = hold_graph(graph, steps, image_on_steps)?;
+    let mut bytes = Vec::with_capacity(model.len());
+    for f in Fields::new(model) {
+        let f = f?;
+        if f.number == field::MODEL_GRAPH {
+            write_len_field(&mut bytes, field::MODEL_GRAPH, &held_graph);
+        } else {
+            bytes.extend_from_slice(f.raw);
+        }
+    }
+    Ok(Held {
+        bytes,
+        steps_redirected,
+    })
+}
+
+struct Node<'a> {
+    op_type: &'a str,
+    domain: &'a str,
+    inputs: Vec<&'a str>,
+    outputs: Vec<&'a str>,
+    /// The `axis` attribute, if set.
+    axis: Option<i64>,
+    /// The `value` attribute of a `Constant`, if an int64 scalar.
+    scalar: Option<i64>,
+}
+
+fn hold_graph(
+    graph: &[u8],
+    steps: usize,
+    image_on_steps: usize,
+) -> Result<(Vec<u8>, usize), HeldError> {
+    let mut nodes = Vec::new();
+    let mut constants: HashMap<&str, i64> = HashMap::new();
+    let mut graph_outputs = HashSet::new();
+    let mut has_frames = false;
+    for f in Fields::new(graph) {
+        let f = f?;
+        match f.number {
+            field::GRAPH_NODE => {
+                let node = parse_node(f.payload()?)?;
+                if node.op_type == "Constant" {
+                    if let (Some(v), [out]) = (node.scalar, node.outputs.as_slice()) {
+                        constants.insert(out, v);
+                    }
+                }
+                nodes.push(node);
+            }
+            field::GRAPH_INITIALIZER => {
+                let (name, value) = parse_tensor(f.payload()?)?;
+                if let Some(v) = value {
+                    constants.insert(name, v);
+                }
+            }
+            field::GRAPH_INPUT => has_frames |= value_info_name(f.payload()?)? == FRAMES_NAME,
+            field::GRAPH_OUTPUT => {
+                graph_outputs.insert(value_info_name(f.payload()?)?);
+            }
+            _ => {}
+        }
+    }
+    if !has_frames {
+        return Err(HeldError::Unsupported("the graph has no `frames` input"));
+    }
+    if graph_outputs.contains(FRAMES_NAME) {
+        return Err(HeldError::Unsupported("`frames` is also an output"));
+    }
+
+    // The new index of each rewritten Gather, by node position.
+    let mut redirect: HashMap<usize, &str> = HashMap::new();
+    let mut steps_redirected = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        if !node.inputs.contains(&FRAMES_NAME) {
+            continue;
+        }
+        let default_domain = node.domain.is_empty() || node.domain == "ai.onnx";
+        match (node.op_type, node.inputs.as_slice()) {
+            // The batch size and the shape of the input do not change.
+            ("Shape", [FRAMES_NAME]) if default_domain => {}
+            ("Gather", [FRAMES_NAME, index]) if default_domain && node.axis == Some(1) => {
+                let t = constants.get(index).copied().ok_or(HeldError::Unsupported(
+                    "a step's frame index is not a constant",
+                ))?;
+                let t = if t < 0 { t + steps as i64 } else { t };
+                let t = usize::try_from(t)
+                    .ok()
+                    .filter(|t| *t < steps)
+                    .ok_or(HeldError::Unsupported("a frame index outside the movie"))?;
+                let first_of_run = if t < image_on_steps {
+                    0
+                } else {
+                    image_on_steps
+                };
+                if first_of_run != t {
+                    steps_redirected += 1;
+                }
+                redirect.insert(
+                    i,
+                    if t < image_on_steps {
+                        IMAGE_INDEX
+                    } else {
+                        BLANK_INDEX
+                    },
+                );
+            }
+            _ => {
+                return Err(HeldError::Unsupported(
+                    "`frames` feeds a node other than a step's Gather",
+                ))
+            }
+        }
+    }
+    if steps_redirected == 0 {
+        return Err(HeldError::Unchanged);
+    }
+
+    // Index tensors nothing reads any more are dropped, so the runtime does not warn about them.
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for (slot, input) in node.inputs.iter().enumerate() {
+            if !(slot == 1 && redirect.contains_key(&i)) {
+                *uses.entry(input).or_default() += 1;
+            }
+        }
+    }
+    let old_indices: HashSet<&str> = redirect.keys().map(|i| nodes[*i].inputs[1]).collect();
+    let unused = |name: &str| {
+        old_indices.contains(name) && !uses.contains_key(name) && !graph_outputs.contains(name)
+    };
+    let used_index = |name: &str| redirect.values().any(|n| *n == name);
+
+    let mut out = Vec::with_capacity(graph.len() + 64);
+    let mut node_index = 0;
+    for f in Fields::new(graph) {
+        let f = f?;
+        match f.number {
+            field::GRAPH_NODE => {
+                let i = node_index;
+                node_index += 1;
+                let node = &nodes[i];
+                if node.op_type == "Constant" && node.outputs.iter().all(|o| unused(o)) {
+                    continue;
+                }
+                match redirect.get(&i) {
+                    Some(index) => write_len_field(
+                        &mut out,
+                        field::GRAPH_NODE,
+                        &with_second_input(f.payload()?, index)?,
+                    ),
+                    None => out.extend_from_slice(f.raw),
+                }
+            }
+            field::GRAPH_INITIALIZER => {
+                if !unused(parse_tensor(f.payload()?)?.0) {
+                    out.extend_from_slice(f.raw);
+                }
+            }
+            // Before IR 4 every initializer is also listed as an input.
+            field::GRAPH_INPUT | field::GRAPH_VALUE_INFO => {
+                if !unused(value_info_name(f.payload()?)?) {
+                    out.extend_from_slice(f.raw);
+                }
+            }
+            _ => out.extend_from_slice(f.raw),
+        }
+    }
+    for (name, value) in [(IMAGE_INDEX, 0), (BLANK_INDEX, image_on_steps as i64)] {
+        if used_index(name) {
+            write_len_field(
+                &mut out,
+                field::GRAPH_INITIALIZER,
+                &int64_scalar(name, value),
+            );
+        }
+    }
+    Ok((out, steps_redirected))
+}
+
+/// The node's bytes with its second input renamed, every other field unchanged.
+fn with_second_input(node: &[u8], name: &str) -> Result<Vec<u8>, HeldError> {
+    let mut out = Vec::with_capacity(node.len() + name.len());
+    let mut inputs = 0;
+    for f in Fields::new(node) {
+        let f = f?;
+        if f.number == field::NODE_INPUT {
+            inputs += 1;
+            if inputs == 2 {
+                write_len_field(&mut out, field::NODE_INPUT, name.as_bytes());
+                continue;
+            }
+        }
+        out.extend_from_slice(f.raw);
+    }
+    Ok(out)
+}
+
+fn int64_scalar(name: &str, value: i64) -> Vec<u8> {
+    let mut t = Vec::new();
+    write_varint(&mut t, u64::from(TENSOR_DATA_TYPE) << 3);
+    write_varint(&mut t, INT64);
+    write_len_field(&mut t, field::TENSOR_NAME, name.as_bytes());
+    write_len_field(&mut t, TENSOR_RAW_DATA, &value.to_le_bytes());
+    t
+}
+
+fn parse_node(bytes: &[u8]) -> Result<Node<'_>, HeldError> {
+    let mut node = Node {
+        op_type: "",
+        domain: "",
+        inputs: vec![],
+        outputs: vec![],
+        axis: None,
+        scalar: None,
+    };
+    for f in Fields::new(bytes) {
+        let f = f?;
+        match f.number {
+            field::NODE_INPUT => node.inputs.push(f.string()?),
+            field::NODE_OUTPUT => node.outputs.push(f.string()?),
+            NODE_OP_TYPE => node.op_type = f.string()?,
+            NODE_DOMAIN => node.domain = f.string()?,
+            field::NODE_ATTRIBUTE => {
+                let (mut name, mut int, mut tensor) = ("", None, None);
+                for a in Fields::new(f.payload()?) {
+                    let a = a?;
+                    match a.number {
+                        ATTRIBUTE_NAME => name = a.string()?,
+                        ATTRIBUTE_INT => int = a.varint.map(|v| v as i64),
+                        ATTRIBUTE_TENSOR => tensor = Some(a.payload()?),
+                        field::ATTRIBUTE_GRAPH | field::ATTRIBUTE_GRAPHS => {
+                            // Subgraphs may read outer values without naming them as inputs.
+                            return Err(HeldError::Unsupported("a node has a subgraph"));
+                        }
+                        _ => {}
+                    }
+                }
+                match name {
+                    "axis" => node.axis = int,
+                    "value" => {
+                        if let Some(t) = tensor {
+                            node.scalar = parse_tensor(t)?.1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(node)
+}
+
+/// A tensor's name and, if it is an int64 scalar stored in the file, its value.
+fn parse_tensor(bytes: &[u8]) -> Result<(&str, Option<i64>), HeldError> {
+    let (mut name, mut data_type, mut dims, mut values, mut raw) = ("", 0, 0, Vec::new(), None);
+    for f in Fields::new(bytes) {
+        let f = f?;
+        match f.number {
+            field::TENSOR_NAME => name = f.string()?,
+            TENSOR_DATA_TYPE => data_type = f.varint.unwrap_or(0),
+            TENSOR_DIMS => dims += 1,
+            TENSOR_INT64_DATA => match (f.varint, f.len) {
+                (Some(v), _) => values.push(v as i64),
+                // Packed: the varints one after another.
+                (None, Some(packed)) => {
+                    for v in Varints(packed) {
+                        values.push(v? as i64);
+                    }
+                }
+                _ => {}
+            },
+            TENSOR_RAW_DATA => raw = Some(f.payload()?),
+            field::TENSOR_EXTERNAL_DATA => {
+                return Err(HeldError::Unsupported("weights stored outside the file"))
+            }
+            field::TENSOR_DATA_LOCATION if f.varint == Some(1) => {
+                return Err(HeldError::Unsupported("weights stored outside the file"))
+            }
+            _ => {}
+        }
+    }
+    if let Some(bytes) = raw.and_then(|r| <[u8; 8]>::try_from(r).ok()) {
+        values.push(i64::from_le_bytes(bytes));
+    }
+    let scalar = (data_type == INT64 && dims == 0 && values.len() == 1).then(|| values[0]);
+    Ok((name, scalar))
+}
+
+fn value_info_name(bytes: &[u8]) -> Result<&str, HeldError> {
+    for f in Fields::new(bytes) {
+        let f = f?;
+        if f.number == field::VALUE_INFO_NAME {
+            return Ok(f.string()?);
+        }
+    }
+    Ok("")
+}
+
+/// The varints of a packed repeated field.
+struct Varints<'a>(&'a [u8]);
+
+impl Iterator for Varints<'_> {
+    type Item = Result<u64, HeldError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut v = 0u64;
+        for (i, byte) in self.0.iter().enumerate().take(10) {
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                self.0 = &self.0[i + 1..];
+                return Some(Ok(v));
+            }
+        }
+        self.0 = &[];
+        Some(Err(HeldError::Malformed("a packed varint is cut off")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_model_reads_each_run_of_equal_frames_once() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/rgc_fmnist.onnx");
+        let bytes = std::fs::read(path).unwrap();
+        // 8 steps, all of them the image: steps 1..8 read frame 0.
+        let held = hold_image(&bytes, 8, 8).unwrap();
+        assert_eq!(held.steps_redirected, 7);
+    }
+}
