@@ -271,14 +271,18 @@ pub async fn run(
     }
     let starting = engine.clone();
     let failure = async move {
-        match starting.started().await {
+        let failed = match starting.started().await {
             Err((file, error)) => anyhow::anyhow!(
                 "cannot load model {}: {error} (--skip-broken-models serves the other models)",
                 file.display()
             ),
             // Serving goes on; only a start-up failure ends it here.
             Ok(()) => std::future::pending().await,
-        }
+        };
+        // The other workers may still be building their sessions: let them finish (and log
+        // their own failures) so that this error is the last line.
+        let _ = tokio::task::spawn_blocking(move || starting.shutdown()).await;
+        failed
     };
     tokio::select! {
         served = serve(listeners, args, engine, metrics, shutdown) => served,

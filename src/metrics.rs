@@ -48,6 +48,9 @@ pub struct Metrics {
     pub model_load: GaugeVec,
     /// Batches a CPU worker ran on its model's all-cores session (`--cpu-thread-pool adaptive`).
     pub cpu_all_cores_batches: IntCounterVec,
+    /// Batches whose movies all follow the default schedule, which run on the held graph where
+    /// the model has one; the rest run on the file's own graph.
+    pub default_schedule_batches: IntCounterVec,
     /// Start-up batch-1 times of a worker's own session and of the all-cores one.
     pub cpu_calibration: GaugeVec,
     /// Seconds each worker took to warm up.
@@ -188,6 +191,11 @@ impl Metrics {
             cpu_all_cores_batches: counter(
                 "convrnn_cpu_all_cores_batches_total",
                 "Batches run on the model's all-cores CPU session because they would have run alone",
+                &["model"],
+            ),
+            default_schedule_batches: counter(
+                "convrnn_default_schedule_batches_total",
+                "Batches of default-schedule movies only, run on the graph that computes each run of equal frames once",
                 &["model"],
             ),
             cpu_calibration: gauge(

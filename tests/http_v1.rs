@@ -417,13 +417,23 @@ async fn presentation_schedules_change_what_the_model_sees() {
             f32s(&read_npz(&r.bytes().await.unwrap())["conv1"].2)
         }
     };
+    let default_batches =
+        |n: u32| format!(r#"convrnn_default_schedule_batches_total{{model="tiny_convrnn"}} {n}"#);
     let default = get("?layers=conv1", false).await;
+    s.wait_for_metric(&default_batches(1)).await;
+    // The fixture shows the image for 4 steps: a flash that long is the default schedule, runs on
+    // the held graph and must match the default to the bit.
+    let flash_4 = get("?layers=conv1&presentation=flash&on_steps=4", false).await;
+    assert_eq!(default, flash_4);
+    s.wait_for_metric(&default_batches(2)).await;
     let flash = get("?layers=conv1&presentation=flash&on_steps=1", false).await;
     let masked = get(
         "?layers=conv1&presentation=mask&on_steps=1&mask_steps=2",
         true,
     )
     .await;
+    // Other schedules run on the file's own graph.
+    assert!(s.metrics().await.lines().any(|l| l == default_batches(2)));
     let step = 4 * 8 * 8;
     // conv1 is driven from step 0 by the frame of that step: equal while the same frame is shown.
     assert_eq!(default[..step], flash[..step]);

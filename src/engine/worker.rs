@@ -410,6 +410,10 @@ fn run_loop(
             item.stimulus
                 .follows_default_schedule(m.time.steps, m.time.image_on_steps)
         }) {
+            metrics
+                .default_schedule_batches
+                .with_label_values(&[model])
+                .inc();
             Schedule::Default
         } else {
             Schedule::Other

@@ -405,6 +405,221 @@ impl Iterator for Varints<'_> {
 mod tests {
     use super::*;
 
+    fn node(op: &str, inputs: &[&str], outputs: &[&str], attributes: &[Vec<u8>]) -> Vec<u8> {
+        let mut n = Vec::new();
+        for i in inputs {
+            write_len_field(&mut n, field::NODE_INPUT, i.as_bytes());
+        }
+        for o in outputs {
+            write_len_field(&mut n, field::NODE_OUTPUT, o.as_bytes());
+        }
+        write_len_field(&mut n, NODE_OP_TYPE, op.as_bytes());
+        for a in attributes {
+            write_len_field(&mut n, field::NODE_ATTRIBUTE, a);
+        }
+        n
+    }
+
+    fn axis(v: u64) -> Vec<u8> {
+        let mut a = Vec::new();
+        write_len_field(&mut a, ATTRIBUTE_NAME, b"axis");
+        write_varint(&mut a, u64::from(ATTRIBUTE_INT) << 3);
+        write_varint(&mut a, v);
+        a
+    }
+
+    /// A `Constant` node's `value`, stored as int64_data (initializers use raw_data).
+    fn constant(name: &str, v: u64) -> Vec<u8> {
+        let mut t = Vec::new();
+        write_varint(&mut t, u64::from(TENSOR_DATA_TYPE) << 3);
+        write_varint(&mut t, INT64);
+        write_varint(&mut t, u64::from(TENSOR_INT64_DATA) << 3);
+        write_varint(&mut t, v);
+        let mut a = Vec::new();
+        write_len_field(&mut a, ATTRIBUTE_NAME, b"value");
+        write_len_field(&mut a, ATTRIBUTE_TENSOR, &t);
+        node("Constant", &[], &[name], &[a])
+    }
+
+    fn value_info(name: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        write_len_field(&mut v, field::VALUE_INFO_NAME, name.as_bytes());
+        v
+    }
+
+    /// A 4-step movie: steps 0 and 1 read their frame through Constant nodes, steps 2 and 3
+    /// through initializers; `i1` is also read by an unrelated node, and `extra` nodes follow.
+    fn model(extra: &[Vec<u8>]) -> Vec<u8> {
+        let mut g = Vec::new();
+        write_len_field(&mut g, field::GRAPH_NODE, &constant("i0", 0));
+        write_len_field(&mut g, field::GRAPH_NODE, &constant("i1", 1));
+        write_len_field(
+            &mut g,
+            field::GRAPH_NODE,
+            &node("Shape", &["frames"], &["shape"], &[]),
+        );
+        for (t, index) in ["i0", "i1", "i2", "i3"].iter().enumerate() {
+            let out = format!("x{t}");
+            let gather = node("Gather", &["frames", index], &[&out], &[axis(1)]);
+            write_len_field(&mut g, field::GRAPH_NODE, &gather);
+        }
+        write_len_field(
+            &mut g,
+            field::GRAPH_NODE,
+            &node("Add", &["shape", "i1"], &["y"], &[]),
+        );
+        for n in extra {
+            write_len_field(&mut g, field::GRAPH_NODE, n);
+        }
+        write_len_field(&mut g, field::GRAPH_INITIALIZER, &int64_scalar("i2", 2));
+        // A negative index counts from the end.
+        write_len_field(&mut g, field::GRAPH_INITIALIZER, &int64_scalar("i3", -1));
+        write_len_field(&mut g, field::GRAPH_INPUT, &value_info("frames"));
+        for out in ["x0", "x1", "x2", "x3", "y"] {
+            write_len_field(&mut g, field::GRAPH_OUTPUT, &value_info(out));
+        }
+        let mut m = Vec::new();
+        write_varint(&mut m, 1 << 3); // ir_version 8
+        write_varint(&mut m, 8);
+        write_len_field(&mut m, field::MODEL_GRAPH, &g);
+        write_len_field(&mut m, 14, b"metadata stays");
+        m
+    }
+
+    fn graph_of(model: &[u8]) -> Vec<u8> {
+        Fields::new(model)
+            .map(Result::unwrap)
+            .find(|f| f.number == field::MODEL_GRAPH)
+            .unwrap()
+            .payload()
+            .unwrap()
+            .to_vec()
+    }
+
+    /// (op_type, inputs, outputs) of each node and the (name, scalar) of each initializer.
+    type Summary = (
+        Vec<(String, Vec<String>, Vec<String>)>,
+        Vec<(String, Option<i64>)>,
+    );
+
+    fn summary(model: &[u8]) -> Summary {
+        let g = graph_of(model);
+        let (mut nodes, mut inits) = (vec![], vec![]);
+        for f in Fields::new(&g).map(Result::unwrap) {
+            match f.number {
+                field::GRAPH_NODE => {
+                    let n = parse_node(f.payload().unwrap()).unwrap();
+                    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+                    nodes.push((n.op_type.to_string(), own(&n.inputs), own(&n.outputs)));
+                }
+                field::GRAPH_INITIALIZER => {
+                    let (name, v) = parse_tensor(f.payload().unwrap()).unwrap();
+                    inits.push((name.to_string(), v));
+                }
+                _ => {}
+            }
+        }
+        (nodes, inits)
+    }
+
+    #[test]
+    fn each_step_reads_the_first_frame_of_its_run() {
+        let m = model(&[]);
+        let held = hold_image(&m, 4, 2).unwrap();
+        // Step 1 now reads frame 0, step 3 frame 2.
+        assert_eq!(held.steps_redirected, 2);
+        let (nodes, inits) = summary(&held.bytes);
+        let gathers: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.0 == "Gather")
+            .map(|n| n.1[1].as_str())
+            .collect();
+        assert_eq!(
+            gathers,
+            [IMAGE_INDEX, IMAGE_INDEX, BLANK_INDEX, BLANK_INDEX]
+        );
+        // i0, i2 and i3 are read by nothing now and go; i1 still feeds the Add.
+        let ops: Vec<&str> = nodes.iter().map(|n| n.2[0].as_str()).collect();
+        assert_eq!(ops, ["i1", "shape", "x0", "x1", "x2", "x3", "y"]);
+        assert_eq!(
+            inits,
+            [
+                (IMAGE_INDEX.to_string(), Some(0)),
+                (BLANK_INDEX.to_string(), Some(2))
+            ]
+        );
+        assert!(String::from_utf8_lossy(&held.bytes).contains("metadata stays"));
+    }
+
+    #[test]
+    fn a_movie_all_image_reads_frame_zero_only() {
+        let held = hold_image(&model(&[]), 4, 4).unwrap();
+        assert_eq!(held.steps_redirected, 3);
+        let (_, inits) = summary(&held.bytes);
+        assert_eq!(inits, [(IMAGE_INDEX.to_string(), Some(0))]);
+    }
+
+    #[test]
+    fn a_graph_already_reading_each_run_once_is_unchanged() {
+        let mut g = Vec::new();
+        write_len_field(&mut g, field::GRAPH_NODE, &constant("i0", 0));
+        let gather = node("Gather", &["frames", "i0"], &["x"], &[axis(1)]);
+        write_len_field(&mut g, field::GRAPH_NODE, &gather);
+        write_len_field(&mut g, field::GRAPH_INPUT, &value_info("frames"));
+        let mut m = Vec::new();
+        write_len_field(&mut m, field::MODEL_GRAPH, &g);
+        assert_eq!(hold_image(&m, 1, 1).unwrap_err(), HeldError::Unchanged);
+    }
+
+    #[test]
+    fn anything_else_reading_the_frames_is_left_alone() {
+        let unsupported = |extra: Vec<u8>| {
+            matches!(
+                hold_image(&model(&[extra]), 4, 2),
+                Err(HeldError::Unsupported(_))
+            )
+        };
+        assert!(unsupported(node("Slice", &["frames", "i0"], &["s"], &[])));
+        assert!(unsupported(node(
+            "Gather",
+            &["frames", "i0"],
+            &["s"],
+            &[axis(0)]
+        )));
+        assert!(unsupported(node(
+            "Gather",
+            &["frames", "shape"],
+            &["s"],
+            &[axis(1)]
+        )));
+        let mut sub = Vec::new();
+        write_len_field(&mut sub, field::ATTRIBUTE_GRAPH, &[]);
+        assert!(unsupported(node("If", &["y"], &["s"], &[sub])));
+        // A frame index past the movie.
+        assert!(matches!(
+            hold_image(&model(&[]), 2, 1),
+            Err(HeldError::Unsupported(_))
+        ));
+        assert!(matches!(
+            hold_image(&model(&[]), 4, 0),
+            Err(HeldError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn cut_or_corrupt_bytes_are_errors_not_panics() {
+        let m = model(&[]);
+        for end in 0..m.len() {
+            let _ = hold_image(&m[..end], 4, 2);
+        }
+        for i in 0..m.len() {
+            let mut bad = m.clone();
+            bad[i] ^= 0xff;
+            let _ = hold_image(&bad, 4, 2);
+        }
+        assert!(hold_image(&[], 4, 2).is_err());
+    }
+
     #[test]
     fn the_committed_model_reads_each_run_of_equal_frames_once() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/rgc_fmnist.onnx");
