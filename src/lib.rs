@@ -160,6 +160,9 @@ pub fn start_engine(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<A
     };
     let all = ort_backend::SessionOptions {
         intra_threads: cores,
+        // Movies of other schedules run on the workers' own sessions: a rare path is not worth
+        // a third graph to build and hold here.
+        other_schedules: !args.hold_default_schedule,
         ..share.clone()
     };
     let factory: BackendFactory = Arc::new(move |info: &ModelInfo, device: Device, width| {

@@ -352,6 +352,27 @@ async fn adaptive_workers_run_lone_batches_on_all_cores_and_concurrent_ones_on_t
 }
 
 #[tokio::test]
+async fn a_lone_batch_of_another_schedule_stays_on_its_workers_session() {
+    // The all-cores session holds only the graph for default-schedule movies.
+    let h = start_adaptive(300, 60).await;
+    let flash = h
+        .post_raw(
+            "/v1/models/tiny_convrnn/classify?presentation=flash&on_steps=1",
+            common::png(16, 16, 1),
+            "image/png",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(flash.status(), 200);
+    assert!(inference_ms(&flash) >= 250.0, "ran on its worker's share");
+    assert_eq!(metric(&h.metrics().await, ALL_CORES_BATCHES), 0.0);
+    let default = h.classify_png().send().await.unwrap();
+    assert_eq!(default.status(), 200);
+    assert_eq!(metric(&h.metrics().await, ALL_CORES_BATCHES), 1.0);
+}
+
+#[tokio::test]
 async fn an_all_cores_session_that_is_not_faster_is_dropped() {
     let h = start_adaptive(50, 60).await;
     let alone = h.classify_png().send().await.unwrap();

@@ -427,7 +427,12 @@ fn run_loop(
                 // Alone now and nothing waiting that another worker would start on next.
                 let mut all_cores = (run.alone && queue.depth() == 0)
                     .then(|| adaptive.session.try_borrow())
-                    .flatten();
+                    .flatten()
+                    .filter(|s| {
+                        s.as_ref().is_some_and(|b| {
+                            schedule == Schedule::Default || b.runs_other_schedules()
+                        })
+                    });
                 match all_cores.as_mut().and_then(|s| s.as_mut()) {
                     Some(session) => {
                         metrics

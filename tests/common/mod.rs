@@ -166,6 +166,8 @@ struct FakeBackend {
     delay: Duration,
     free_warm_up: bool,
     faults: Faults,
+    /// Runs only default-schedule movies, as the server's all-cores sessions do.
+    default_only: bool,
 }
 
 impl Backend for FakeBackend {
@@ -173,9 +175,12 @@ impl Backend for FakeBackend {
         &mut self,
         frames: &[f32],
         batch: usize,
-        _: Schedule,
+        schedule: Schedule,
         outputs: &[String],
     ) -> Result<Vec<OutputTensor>, BackendError> {
+        if self.default_only && schedule != Schedule::Default {
+            return Err(BackendError::Run("a default-schedule-only session".into()));
+        }
         let blank = self.info.metadata.time.blank_value;
         let warm_up = frames.iter().all(|v| *v == blank);
         if !warm_up {
@@ -208,6 +213,10 @@ impl Backend for FakeBackend {
 
     fn device(&self) -> Device {
         self.device
+    }
+
+    fn runs_other_schedules(&self) -> bool {
+        !self.default_only
     }
 }
 
@@ -243,6 +252,7 @@ impl Fake {
                 delay,
                 free_warm_up: fake.free_warm_up,
                 faults: fake.faults.clone(),
+                default_only: width == Width::AllCores,
             }) as Box<dyn Backend>)
         });
         let metrics = Arc::new(Metrics::new());
