@@ -5,6 +5,10 @@ model, which the server batches) and through eager PyTorch the way
 extract_vs_pytorch.py's THINGSvision-style loop does (batch 8, all cores, no hooks, nothing
 kept), in alternating rounds on the same frames. No decoding, no copies, no files.
 
+The frames are pseudo-random movies, so ONNX Runtime runs the file's own graph: for the graph the
+server runs default-presentation movies on (each run of equal frames computed once), use
+`cargo bench --bench raw_ort -- --image IMAGE --hold true|false` (docs/performance.md).
+
     models/.venv/bin/python benches/investigations/compute_ceiling.py \
         --model build/rgc_intermediate.onnx --arch rgc_intermediate --rounds 3
 

@@ -8,10 +8,10 @@
 //! its run (0 while the image is on, `image_on_steps` after). The steps of a stateless layer then
 //! read the same tensor through the same weights, and ONNX Runtime's common-subexpression pass
 //! merges them when it builds the session, down through every feedforward layer and a recurrent
-//! cell's convolutions of its input. On rgc_intermediate that removes 40% of a run
-//! (docs/performance.md, "Held image"). The input and outputs keep their names and shapes, and on
-//! a default-schedule movie the results are the same bits; any other movie runs on the whole
-//! graph.
+//! cell's convolutions of its input: most of a paper-sized model's early layers
+//! (docs/performance.md, "Each run of equal frames once"). The input and outputs keep their
+//! names and shapes, and on a default-schedule movie the results are the same bits; any other
+//! movie runs on the file's own graph.
 //!
 //! Like [`super::prune`], this works on the protobuf wire format and copies every byte it does
 //! not rewrite.
