@@ -1,5 +1,6 @@
 //! The ONNX Runtime backend against real models: runs that want only the logits go to a session
-//! of the graph pruned to them, and must give the same numbers as the whole graph.
+//! of the graph pruned to them, and default-schedule movies to the graph that computes each run
+//! of equal frames once; both must give the same numbers as the file's whole graph.
 
 mod common;
 
@@ -74,17 +75,7 @@ fn the_declarations_read_from_the_protobuf_are_what_onnx_runtime_reads() {
     use convrnn_serve::model::declarations::read_declarations;
     use convrnn_serve::model::metadata::METADATA_KEY;
     init_runtime(None, Default::default()).unwrap();
-    let fixtures = common::fixture_dir();
-    let mut files = vec![
-        committed_model(),
-        fixtures.join("feedback/tiny_feedback.onnx"),
-    ];
-    for entry in std::fs::read_dir(&fixtures).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "onnx") {
-            files.push(path);
-        }
-    }
+    let files = shipped_models();
     assert!(files.len() >= 3, "{files:?}");
     for file in files {
         let ours = read_declarations(&std::fs::read(&file).unwrap(), METADATA_KEY).unwrap();
@@ -95,6 +86,7 @@ fn the_declarations_read_from_the_protobuf_are_what_onnx_runtime_reads() {
     }
 }
 
+/// The committed model and the test fixtures.
 fn shipped_models() -> Vec<PathBuf> {
     let fixtures = common::fixture_dir();
     let mut files = vec![

@@ -446,6 +446,7 @@ fn held_graph(info: &ModelInfo, device: Device) -> Result<Option<Vec<u8>>, Backe
                 model = %path.display(),
                 %device,
                 steps_redirected = held.steps_redirected,
+                nodes_merged = held.nodes_merged,
                 "default-schedule runs use the graph that reads each run of equal frames once"
             );
             Ok(Some(held.bytes))

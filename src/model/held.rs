@@ -6,9 +6,9 @@
 //! layer that sees them once per step. Under the default schedule they are the same, and so are
 //! all blank frames after them: this rewrite points every step's `Gather` at the first frame of
 //! its run (0 while the image is on, `image_on_steps` after). The steps of a stateless layer then
-//! read the same tensor through the same weights, and ONNX Runtime's common-subexpression pass
-//! merges them when it builds the session, down through every feedforward layer and a recurrent
-//! cell's convolutions of its input: most of a paper-sized model's early layers
+//! read the same tensor through the same weights, and the rewrite keeps only the first of each
+//! set of nodes that compute the same thing (operator, attributes, inputs), down through every
+//! feedforward layer and a recurrent cell's convolutions of its input: most of a paper-sized model's early layers
 //! (docs/performance.md, "Each run of equal frames once"). The input and outputs keep their
 //! names and shapes, and on a default-schedule movie the results are the same bits; any other
 //! movie runs on the file's own graph.
@@ -18,7 +18,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::onnx_wire::{field, write_len_field, write_varint, Fields, WireError};
+use super::onnx_wire::{
+    field, model_graph, value_info_name, with_graph, write_len_field, write_varint, Fields,
+    WireError,
+};
 use super::INPUT_NAME as FRAMES_NAME;
 
 const NODE_OP_TYPE: u32 = 4;
@@ -61,6 +64,8 @@ pub struct Held {
     pub bytes: Vec<u8>,
     /// `Gather`s now reading another frame than their own step's.
     pub steps_redirected: usize,
+    /// Nodes dropped because an earlier one computes the same thing.
+    pub nodes_merged: usize,
 }
 
 /// Returns `model` with every step's frame read from frame 0 (steps before `image_on_steps`)
@@ -69,32 +74,34 @@ pub fn hold_image(model: &[u8], steps: usize, image_on_steps: usize) -> Result<H
     if image_on_steps == 0 || image_on_steps > steps {
         return Err(HeldError::Unsupported("image_on_steps outside 1..=steps"));
     }
-    let mut graph = None;
-    for f in Fields::new(model) {
-        let f = f?;
-        if f.number == field::MODEL_GRAPH {
-            if graph.is_some() {
-                return Err(HeldError::Unsupported("more than one graph field"));
-            }
-            graph = Some(f.payload()?);
-        }
-    }
-    let graph = graph.ok_or(HeldError::Malformed("the model has no graph"))?;
-    let (held_graph, steps_redirected) = hold_graph(graph, steps, image_on_steps)?;
-    let mut bytes = Vec::with_capacity(model.len());
-    for f in Fields::new(model) {
-        let f = f?;
-        if f.number == field::MODEL_GRAPH {
-            write_len_field(&mut bytes, field::MODEL_GRAPH, &held_graph);
-        } else {
-            bytes.extend_from_slice(f.raw);
-        }
-    }
+    let (held_graph, steps_redirected, nodes_merged) =
+        hold_graph(model_graph(model)?, steps, image_on_steps)?;
     Ok(Held {
-        bytes,
+        bytes: with_graph(model, &held_graph)?,
         steps_redirected,
+        nodes_merged,
     })
 }
+
+/// What makes two nodes compute the same thing.
+#[derive(PartialEq, Eq, Hash)]
+struct NodeKey<'a> {
+    op_type: &'a str,
+    domain: &'a str,
+    inputs: Vec<&'a str>,
+    attributes: Vec<&'a [u8]>,
+}
+
+/// Operators whose outputs differ between two calls on the same inputs.
+const NONDETERMINISTIC: &[&str] = &[
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "Dropout",
+];
 
 struct Node<'a> {
     op_type: &'a str,
@@ -105,13 +112,15 @@ struct Node<'a> {
     axis: Option<i64>,
     /// The `value` attribute of a `Constant`, if an int64 scalar.
     scalar: Option<i64>,
+    /// Each attribute's bytes as they are in the file.
+    attributes: Vec<&'a [u8]>,
 }
 
 fn hold_graph(
     graph: &[u8],
     steps: usize,
     image_on_steps: usize,
-) -> Result<(Vec<u8>, usize), HeldError> {
+) -> Result<(Vec<u8>, usize, usize), HeldError> {
     let mut nodes = Vec::new();
     let mut constants: HashMap<&str, i64> = HashMap::new();
     let mut graph_outputs = HashSet::new();
@@ -196,20 +205,71 @@ fn hold_graph(
         return Err(HeldError::Unchanged);
     }
 
-    // Index tensors nothing reads any more are dropped, so the runtime does not warn about them.
-    let mut uses: HashMap<&str, usize> = HashMap::new();
-    for (i, node) in nodes.iter().enumerate() {
-        for (slot, input) in node.inputs.iter().enumerate() {
-            if !(slot == 1 && redirect.contains_key(&i)) {
-                *uses.entry(input).or_default() += 1;
+    // Each node's inputs once the steps read the first frame of their run, and then once every
+    // node that repeats an earlier one (same operator, attributes and inputs) is dropped and its
+    // outputs read from the earlier one's. ONNX Runtime would merge them when it builds the
+    // session, but building a session costs time in proportion to the nodes it is given.
+    let mut inputs: Vec<Vec<&str>> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut ins = node.inputs.clone();
+            if let Some(index) = redirect.get(&i) {
+                ins[1] = index;
             }
+            ins
+        })
+        .collect();
+    let mut rename: HashMap<&str, &str> = HashMap::new();
+    let mut first_of_kind: HashMap<NodeKey, usize> = HashMap::new();
+    let mut dropped = vec![false; nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        for input in inputs[i].iter_mut() {
+            if let Some(earlier) = rename.get(input) {
+                *input = earlier;
+            }
+        }
+        let mergeable = !NONDETERMINISTIC.contains(&node.op_type)
+            && node
+                .outputs
+                .iter()
+                .all(|o| !o.is_empty() && !graph_outputs.contains(o));
+        if !mergeable {
+            continue;
+        }
+        let key = NodeKey {
+            op_type: node.op_type,
+            domain: node.domain,
+            inputs: inputs[i].clone(),
+            attributes: node.attributes.clone(),
+        };
+        match first_of_kind.get(&key) {
+            Some(&j) if nodes[j].outputs.len() == node.outputs.len() => {
+                for (mine, theirs) in node.outputs.iter().zip(&nodes[j].outputs) {
+                    rename.insert(mine, theirs);
+                }
+                dropped[i] = true;
+            }
+            Some(_) => {}
+            None => {
+                first_of_kind.insert(key, i);
+            }
+        }
+    }
+    let nodes_merged = dropped.iter().filter(|d| **d).count();
+
+    // Index tensors nothing reads any more are dropped, so the runtime does not warn about them.
+    let mut uses: HashSet<&str> = HashSet::new();
+    for (i, ins) in inputs.iter().enumerate() {
+        if !dropped[i] {
+            uses.extend(ins.iter().copied());
         }
     }
     let old_indices: HashSet<&str> = redirect.keys().map(|i| nodes[*i].inputs[1]).collect();
     let unused = |name: &str| {
-        old_indices.contains(name) && !uses.contains_key(name) && !graph_outputs.contains(name)
+        old_indices.contains(name) && !uses.contains(name) && !graph_outputs.contains(name)
     };
-    let used_index = |name: &str| redirect.values().any(|n| *n == name);
+    let used_index = |name: &str| uses.contains(name);
 
     let mut out = Vec::with_capacity(graph.len() + 64);
     let mut node_index = 0;
@@ -220,16 +280,19 @@ fn hold_graph(
                 let i = node_index;
                 node_index += 1;
                 let node = &nodes[i];
-                if node.op_type == "Constant" && node.outputs.iter().all(|o| unused(o)) {
+                if dropped[i]
+                    || (node.op_type == "Constant" && node.outputs.iter().all(|o| unused(o)))
+                {
                     continue;
                 }
-                match redirect.get(&i) {
-                    Some(index) => write_len_field(
+                if inputs[i] == node.inputs {
+                    out.extend_from_slice(f.raw);
+                } else {
+                    write_len_field(
                         &mut out,
                         field::GRAPH_NODE,
-                        &with_second_input(f.payload()?, index)?,
-                    ),
-                    None => out.extend_from_slice(f.raw),
+                        &with_inputs(f.payload()?, &inputs[i])?,
+                    );
                 }
             }
             field::GRAPH_INITIALIZER => {
@@ -239,7 +302,8 @@ fn hold_graph(
             }
             // Before IR 4 every initializer is also listed as an input.
             field::GRAPH_INPUT | field::GRAPH_VALUE_INFO => {
-                if !unused(value_info_name(f.payload()?)?) {
+                let name = value_info_name(f.payload()?)?;
+                if !unused(name) && !rename.contains_key(name) {
                     out.extend_from_slice(f.raw);
                 }
             }
@@ -255,23 +319,24 @@ fn hold_graph(
             );
         }
     }
-    Ok((out, steps_redirected))
+    Ok((out, steps_redirected, nodes_merged))
 }
 
-/// The node's bytes with its second input renamed, every other field unchanged.
-fn with_second_input(node: &[u8], name: &str) -> Result<Vec<u8>, HeldError> {
-    let mut out = Vec::with_capacity(node.len() + name.len());
-    let mut inputs = 0;
+/// The node's bytes with its inputs replaced by `inputs` (as many, in order), every other field
+/// unchanged.
+fn with_inputs(node: &[u8], inputs: &[&str]) -> Result<Vec<u8>, HeldError> {
+    let mut out = Vec::with_capacity(node.len());
+    let mut next = inputs.iter();
     for f in Fields::new(node) {
         let f = f?;
         if f.number == field::NODE_INPUT {
-            inputs += 1;
-            if inputs == 2 {
-                write_len_field(&mut out, field::NODE_INPUT, name.as_bytes());
-                continue;
-            }
+            let name = next.next().ok_or(HeldError::Malformed(
+                "a node's inputs changed while rewriting",
+            ))?;
+            write_len_field(&mut out, field::NODE_INPUT, name.as_bytes());
+        } else {
+            out.extend_from_slice(f.raw);
         }
-        out.extend_from_slice(f.raw);
     }
     Ok(out)
 }
@@ -293,6 +358,7 @@ fn parse_node(bytes: &[u8]) -> Result<Node<'_>, HeldError> {
         outputs: vec![],
         axis: None,
         scalar: None,
+        attributes: vec![],
     };
     for f in Fields::new(bytes) {
         let f = f?;
@@ -302,6 +368,7 @@ fn parse_node(bytes: &[u8]) -> Result<Node<'_>, HeldError> {
             NODE_OP_TYPE => node.op_type = f.string()?,
             NODE_DOMAIN => node.domain = f.string()?,
             field::NODE_ATTRIBUTE => {
+                node.attributes.push(f.raw);
                 let (mut name, mut int, mut tensor) = ("", None, None);
                 for a in Fields::new(f.payload()?) {
                     let a = a?;
@@ -366,16 +433,6 @@ fn parse_tensor(bytes: &[u8]) -> Result<(&str, Option<i64>), HeldError> {
     }
     let scalar = (data_type == INT64 && dims == 0 && values.len() == 1).then(|| values[0]);
     Ok((name, scalar))
-}
-
-fn value_info_name(bytes: &[u8]) -> Result<&str, HeldError> {
-    for f in Fields::new(bytes) {
-        let f = f?;
-        if f.number == field::VALUE_INFO_NAME {
-            return Ok(f.string()?);
-        }
-    }
-    Ok("")
 }
 
 /// The varints of a packed repeated field.
@@ -549,6 +606,45 @@ mod tests {
             ]
         );
         assert!(String::from_utf8_lossy(&held.bytes).contains("metadata stays"));
+    }
+
+    #[test]
+    fn nodes_that_repeat_an_earlier_one_are_dropped() {
+        // g0 and g1 now read the same frame, so they, their Relus, the two equal Constants and
+        // the Adds that read them compute the same thing twice.
+        let mut value = Vec::new();
+        write_len_field(&mut value, ATTRIBUTE_NAME, b"value");
+        write_len_field(&mut value, ATTRIBUTE_TENSOR, &int64_scalar("", 7));
+        let extra = [
+            node("Gather", &["frames", "i0"], &["g0"], &[axis(1)]),
+            node("Gather", &["frames", "i1"], &["g1"], &[axis(1)]),
+            node("Relu", &["g0"], &["r0"], &[]),
+            node("Relu", &["g1"], &["r1"], &[]),
+            node("Constant", &[], &["c0"], std::slice::from_ref(&value)),
+            node("Constant", &[], &["c1"], std::slice::from_ref(&value)),
+            node("Add", &["r0", "c0"], &["a0"], &[]),
+            node("Add", &["r1", "c1"], &["a1"], &[]),
+            node("Concat", &["a0", "a1"], &["z"], &[axis(0)]),
+        ];
+        let mut m = model(&extra);
+        // z is an output too: the model helper lists x0..x3 and y; add z.
+        let g = {
+            let mut g = graph_of(&m);
+            write_len_field(&mut g, field::GRAPH_OUTPUT, &value_info("z"));
+            g
+        };
+        m = with_graph(&m, &g).unwrap();
+        let held = hold_image(&m, 4, 2).unwrap();
+        assert_eq!(held.nodes_merged, 4, "g1, r1, c1, a1");
+        let (nodes, _) = summary(&held.bytes);
+        let concat = nodes.iter().find(|n| n.0 == "Concat").unwrap();
+        assert_eq!(concat.1, ["a0", "a0"]);
+        let outputs: Vec<&str> = nodes.iter().map(|n| n.2[0].as_str()).collect();
+        for gone in ["g1", "r1", "c1", "a1"] {
+            assert!(!outputs.contains(&gone), "{gone}");
+        }
+        // x1 is a graph output: kept although it repeats x0.
+        assert!(outputs.contains(&"x1") && outputs.contains(&"g0"));
     }
 
     #[test]

@@ -48,6 +48,47 @@ pub fn write_len_field(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// The payload of a model's graph field. Protobuf would merge a second one into the first; no
+/// exporter writes that, so it is refused rather than read half.
+pub fn model_graph(model: &[u8]) -> Result<&[u8], WireError> {
+    let mut graph = None;
+    for f in Fields::new(model) {
+        let f = f?;
+        if f.number == field::MODEL_GRAPH {
+            if graph.is_some() {
+                return Err(WireError("more than one graph field"));
+            }
+            graph = Some(f.payload()?);
+        }
+    }
+    graph.ok_or(WireError("the model has no graph"))
+}
+
+/// `model` with its graph field's payload replaced by `graph`, every other field copied as it was.
+pub fn with_graph(model: &[u8], graph: &[u8]) -> Result<Vec<u8>, WireError> {
+    let mut bytes = Vec::with_capacity(model.len());
+    for f in Fields::new(model) {
+        let f = f?;
+        if f.number == field::MODEL_GRAPH {
+            write_len_field(&mut bytes, field::MODEL_GRAPH, graph);
+        } else {
+            bytes.extend_from_slice(f.raw);
+        }
+    }
+    Ok(bytes)
+}
+
+/// The name of a `ValueInfoProto` ("" when unset).
+pub fn value_info_name(bytes: &[u8]) -> Result<&str, WireError> {
+    for f in Fields::new(bytes) {
+        let f = f?;
+        if f.number == field::VALUE_INFO_NAME {
+            return f.string();
+        }
+    }
+    Ok("")
+}
+
 /// One field of a message: its number, its bytes as they were (tag included) and its value.
 pub struct Field<'a> {
     pub number: u32,

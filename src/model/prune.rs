@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::onnx_wire::{field, write_len_field, Fields, WireError};
+use super::onnx_wire::{field, model_graph, value_info_name, with_graph, Fields, WireError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PruneError {
@@ -46,30 +46,9 @@ pub struct Pruned {
 /// Returns `model` with its graph reduced to the outputs named in `keep` and the nodes, inputs
 /// and initializers they need. Errors leave the caller to use the whole graph.
 pub fn prune_to_outputs(model: &[u8], keep: &[&str]) -> Result<Pruned, PruneError> {
-    let mut graph = None;
-    for f in Fields::new(model) {
-        let f = f?;
-        if f.number == field::MODEL_GRAPH {
-            if graph.is_some() {
-                // Protobuf would merge the two; no exporter writes that.
-                return Err(PruneError::Unsupported("more than one graph field"));
-            }
-            graph = Some(f.payload()?);
-        }
-    }
-    let graph = graph.ok_or(PruneError::Malformed("the model has no graph"))?;
-    let (pruned_graph, nodes_before, nodes_after) = prune_graph(graph, keep)?;
-    let mut bytes = Vec::with_capacity(model.len());
-    for f in Fields::new(model) {
-        let f = f?;
-        if f.number == field::MODEL_GRAPH {
-            write_len_field(&mut bytes, field::MODEL_GRAPH, &pruned_graph);
-        } else {
-            bytes.extend_from_slice(f.raw);
-        }
-    }
+    let (pruned_graph, nodes_before, nodes_after) = prune_graph(model_graph(model)?, keep)?;
     Ok(Pruned {
-        bytes,
+        bytes: with_graph(model, &pruned_graph)?,
         nodes_before,
         nodes_after,
     })
@@ -180,16 +159,6 @@ fn parse_node(bytes: &[u8]) -> Result<Node<'_>, PruneError> {
     Ok(node)
 }
 
-fn value_info_name(bytes: &[u8]) -> Result<&str, PruneError> {
-    for f in Fields::new(bytes) {
-        let f = f?;
-        if f.number == field::VALUE_INFO_NAME {
-            return Ok(f.string()?);
-        }
-    }
-    Ok("")
-}
-
 fn initializer_name(bytes: &[u8]) -> Result<&str, PruneError> {
     let mut name = "";
     for f in Fields::new(bytes) {
@@ -213,7 +182,7 @@ fn initializer_name(bytes: &[u8]) -> Result<&str, PruneError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::onnx_wire::write_varint;
+    use crate::model::onnx_wire::{write_len_field, write_varint};
 
     fn string_field(out: &mut Vec<u8>, number: u32, s: &str) {
         write_len_field(out, number, s.as_bytes());
