@@ -8,10 +8,10 @@
 //! its run (0 while the image is on, `image_on_steps` after). The steps of a stateless layer then
 //! read the same tensor through the same weights, and the rewrite keeps only the first of each
 //! set of nodes that compute the same thing (operator, attributes, inputs), down through every
-//! feedforward layer and a recurrent cell's convolutions of its input: most of a paper-sized model's early layers
-//! (docs/performance.md, "Each run of equal frames once"). The input and outputs keep their
-//! names and shapes, and on a default-schedule movie the results are the same bits; any other
-//! movie runs on the file's own graph.
+//! feedforward layer and a recurrent cell's convolutions of its input: most of a paper-sized
+//! model's early layers (docs/performance.md, "Each run of equal frames once"). The input and
+//! outputs keep their names and shapes, and on a default-schedule movie the results are the same
+//! bits; any other movie runs on the file's own graph.
 //!
 //! Like [`super::prune`], this works on the protobuf wire format and copies every byte it does
 //! not rewrite.
@@ -19,21 +19,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::onnx_wire::{
-    field, model_graph, value_info_name, with_graph, write_len_field, write_varint, Fields,
-    WireError,
+    field, model_graph, read_attribute, read_node, read_tensor, value_info_name, with_graph,
+    write_len_field, write_varint, Fields, Node, WireError, INT64,
 };
 use super::INPUT_NAME as FRAMES_NAME;
-
-const NODE_OP_TYPE: u32 = 4;
-const NODE_DOMAIN: u32 = 7;
-const ATTRIBUTE_NAME: u32 = 1;
-const ATTRIBUTE_INT: u32 = 3;
-const ATTRIBUTE_TENSOR: u32 = 5;
-const TENSOR_DIMS: u32 = 1;
-const TENSOR_DATA_TYPE: u32 = 2;
-const TENSOR_INT64_DATA: u32 = 7;
-const TENSOR_RAW_DATA: u32 = 9;
-const INT64: u64 = 7;
 
 /// The index tensors the rewritten `Gather`s read: the image's frame and the first blank one.
 const IMAGE_INDEX: &str = "convrnn.held.image_frame";
@@ -103,19 +92,6 @@ const NONDETERMINISTIC: &[&str] = &[
     "Dropout",
 ];
 
-struct Node<'a> {
-    op_type: &'a str,
-    domain: &'a str,
-    inputs: Vec<&'a str>,
-    outputs: Vec<&'a str>,
-    /// The `axis` attribute, if set.
-    axis: Option<i64>,
-    /// The `value` attribute of a `Constant`, if an int64 scalar.
-    scalar: Option<i64>,
-    /// Each attribute's bytes as they are in the file.
-    attributes: Vec<&'a [u8]>,
-}
-
 fn hold_graph(
     graph: &[u8],
     steps: usize,
@@ -131,7 +107,7 @@ fn hold_graph(
             field::GRAPH_NODE => {
                 let node = parse_node(f.payload()?)?;
                 if node.op_type == "Constant" {
-                    if let (Some(v), [out]) = (node.scalar, node.outputs.as_slice()) {
+                    if let (Some(v), [out]) = (constant_scalar(&node)?, node.outputs.as_slice()) {
                         constants.insert(out, v);
                     }
                 }
@@ -168,7 +144,9 @@ fn hold_graph(
         match (node.op_type, node.inputs.as_slice()) {
             // The batch size and the shape of the input do not change.
             ("Shape", [FRAMES_NAME]) if default_domain => {}
-            ("Gather", [FRAMES_NAME, index]) if default_domain && node.axis == Some(1) => {
+            ("Gather", [FRAMES_NAME, index])
+                if default_domain && int_attribute(node, "axis")? == Some(1) =>
+            {
                 let t = constants.get(index).copied().ok_or(HeldError::Unsupported(
                     "a step's frame index is not a constant",
                 ))?;
@@ -343,119 +321,51 @@ fn with_inputs(node: &[u8], inputs: &[&str]) -> Result<Vec<u8>, HeldError> {
 
 fn int64_scalar(name: &str, value: i64) -> Vec<u8> {
     let mut t = Vec::new();
-    write_varint(&mut t, u64::from(TENSOR_DATA_TYPE) << 3);
+    write_varint(&mut t, u64::from(field::TENSOR_DATA_TYPE) << 3);
     write_varint(&mut t, INT64);
     write_len_field(&mut t, field::TENSOR_NAME, name.as_bytes());
-    write_len_field(&mut t, TENSOR_RAW_DATA, &value.to_le_bytes());
+    write_len_field(&mut t, field::TENSOR_RAW_DATA, &value.to_le_bytes());
     t
 }
 
+/// The node, refused if it holds a subgraph (the rewrite follows inputs only).
 fn parse_node(bytes: &[u8]) -> Result<Node<'_>, HeldError> {
-    let mut node = Node {
-        op_type: "",
-        domain: "",
-        inputs: vec![],
-        outputs: vec![],
-        axis: None,
-        scalar: None,
-        attributes: vec![],
-    };
-    for f in Fields::new(bytes) {
-        let f = f?;
-        match f.number {
-            field::NODE_INPUT => node.inputs.push(f.string()?),
-            field::NODE_OUTPUT => node.outputs.push(f.string()?),
-            NODE_OP_TYPE => node.op_type = f.string()?,
-            NODE_DOMAIN => node.domain = f.string()?,
-            field::NODE_ATTRIBUTE => {
-                node.attributes.push(f.raw);
-                let (mut name, mut int, mut tensor) = ("", None, None);
-                for a in Fields::new(f.payload()?) {
-                    let a = a?;
-                    match a.number {
-                        ATTRIBUTE_NAME => name = a.string()?,
-                        ATTRIBUTE_INT => int = a.varint.map(|v| v as i64),
-                        ATTRIBUTE_TENSOR => tensor = Some(a.payload()?),
-                        field::ATTRIBUTE_GRAPH | field::ATTRIBUTE_GRAPHS => {
-                            // Subgraphs may read outer values without naming them as inputs.
-                            return Err(HeldError::Unsupported("a node has a subgraph"));
-                        }
-                        _ => {}
-                    }
-                }
-                match name {
-                    "axis" => node.axis = int,
-                    "value" => {
-                        if let Some(t) = tensor {
-                            node.scalar = parse_tensor(t)?.1;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
+    let node = read_node(bytes)?;
+    if node.has_subgraph {
+        return Err(HeldError::Unsupported("a node has a subgraph"));
     }
     Ok(node)
 }
 
-/// A tensor's name and, if it is an int64 scalar stored in the file, its value.
-fn parse_tensor(bytes: &[u8]) -> Result<(&str, Option<i64>), HeldError> {
-    let (mut name, mut data_type, mut dims, mut values, mut raw) = ("", 0, 0, Vec::new(), None);
-    for f in Fields::new(bytes) {
-        let f = f?;
-        match f.number {
-            field::TENSOR_NAME => name = f.string()?,
-            TENSOR_DATA_TYPE => data_type = f.varint.unwrap_or(0),
-            TENSOR_DIMS => dims += 1,
-            TENSOR_INT64_DATA => match (f.varint, f.len) {
-                (Some(v), _) => values.push(v as i64),
-                // Packed: the varints one after another.
-                (None, Some(packed)) => {
-                    for v in Varints(packed) {
-                        values.push(v? as i64);
-                    }
-                }
-                _ => {}
-            },
-            TENSOR_RAW_DATA => raw = Some(f.payload()?),
-            field::TENSOR_EXTERNAL_DATA => {
-                return Err(HeldError::Unsupported("weights stored outside the file"))
-            }
-            field::TENSOR_DATA_LOCATION if f.varint == Some(1) => {
-                return Err(HeldError::Unsupported("weights stored outside the file"))
-            }
-            _ => {}
+/// The node's integer attribute `name`, if set.
+fn int_attribute(node: &Node, name: &str) -> Result<Option<i64>, HeldError> {
+    for a in &node.attributes {
+        let a = read_attribute(a)?;
+        if a.name == name {
+            return Ok(a.int);
         }
     }
-    if let Some(bytes) = raw.and_then(|r| <[u8; 8]>::try_from(r).ok()) {
-        values.push(i64::from_le_bytes(bytes));
-    }
-    let scalar = (data_type == INT64 && dims == 0 && values.len() == 1).then(|| values[0]);
-    Ok((name, scalar))
+    Ok(None)
 }
 
-/// The varints of a packed repeated field.
-struct Varints<'a>(&'a [u8]);
-
-impl Iterator for Varints<'_> {
-    type Item = Result<u64, HeldError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
+/// The value of a `Constant` node, if an int64 scalar.
+fn constant_scalar(node: &Node) -> Result<Option<i64>, HeldError> {
+    for a in &node.attributes {
+        let a = read_attribute(a)?;
+        if let ("value", Some(t)) = (a.name, a.tensor) {
+            return Ok(parse_tensor(t)?.1);
         }
-        let mut v = 0u64;
-        for (i, byte) in self.0.iter().enumerate().take(10) {
-            v |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                self.0 = &self.0[i + 1..];
-                return Some(Ok(v));
-            }
-        }
-        self.0 = &[];
-        Some(Err(HeldError::Malformed("a packed varint is cut off")))
     }
+    Ok(None)
+}
+
+/// A tensor's name and, if it is an int64 scalar stored in the file, its value.
+fn parse_tensor(bytes: &[u8]) -> Result<(&str, Option<i64>), HeldError> {
+    let t = read_tensor(bytes)?;
+    if t.external {
+        return Err(HeldError::Unsupported("weights stored outside the file"));
+    }
+    Ok((t.name, t.int64_scalar))
 }
 
 #[cfg(test)]
@@ -470,7 +380,7 @@ mod tests {
         for o in outputs {
             write_len_field(&mut n, field::NODE_OUTPUT, o.as_bytes());
         }
-        write_len_field(&mut n, NODE_OP_TYPE, op.as_bytes());
+        write_len_field(&mut n, field::NODE_OP_TYPE, op.as_bytes());
         for a in attributes {
             write_len_field(&mut n, field::NODE_ATTRIBUTE, a);
         }
@@ -479,8 +389,8 @@ mod tests {
 
     fn axis(v: u64) -> Vec<u8> {
         let mut a = Vec::new();
-        write_len_field(&mut a, ATTRIBUTE_NAME, b"axis");
-        write_varint(&mut a, u64::from(ATTRIBUTE_INT) << 3);
+        write_len_field(&mut a, field::ATTRIBUTE_NAME, b"axis");
+        write_varint(&mut a, u64::from(field::ATTRIBUTE_INT) << 3);
         write_varint(&mut a, v);
         a
     }
@@ -488,13 +398,13 @@ mod tests {
     /// A `Constant` node's `value`, stored as int64_data (initializers use raw_data).
     fn constant(name: &str, v: u64) -> Vec<u8> {
         let mut t = Vec::new();
-        write_varint(&mut t, u64::from(TENSOR_DATA_TYPE) << 3);
+        write_varint(&mut t, u64::from(field::TENSOR_DATA_TYPE) << 3);
         write_varint(&mut t, INT64);
-        write_varint(&mut t, u64::from(TENSOR_INT64_DATA) << 3);
+        write_varint(&mut t, u64::from(field::TENSOR_INT64_DATA) << 3);
         write_varint(&mut t, v);
         let mut a = Vec::new();
-        write_len_field(&mut a, ATTRIBUTE_NAME, b"value");
-        write_len_field(&mut a, ATTRIBUTE_TENSOR, &t);
+        write_len_field(&mut a, field::ATTRIBUTE_NAME, b"value");
+        write_len_field(&mut a, field::ATTRIBUTE_TENSOR, &t);
         node("Constant", &[], &[name], &[a])
     }
 
@@ -613,8 +523,8 @@ mod tests {
         // g0 and g1 now read the same frame, so they, their Relus, the two equal Constants and
         // the Adds that read them compute the same thing twice.
         let mut value = Vec::new();
-        write_len_field(&mut value, ATTRIBUTE_NAME, b"value");
-        write_len_field(&mut value, ATTRIBUTE_TENSOR, &int64_scalar("", 7));
+        write_len_field(&mut value, field::ATTRIBUTE_NAME, b"value");
+        write_len_field(&mut value, field::ATTRIBUTE_TENSOR, &int64_scalar("", 7));
         let extra = [
             node("Gather", &["frames", "i0"], &["g0"], &[axis(1)]),
             node("Gather", &["frames", "i1"], &["g1"], &[axis(1)]),

@@ -15,7 +15,12 @@ pub mod field {
     pub const GRAPH_VALUE_INFO: u32 = 13;
     pub const NODE_INPUT: u32 = 1;
     pub const NODE_OUTPUT: u32 = 2;
+    pub const NODE_OP_TYPE: u32 = 4;
     pub const NODE_ATTRIBUTE: u32 = 5;
+    pub const NODE_DOMAIN: u32 = 7;
+    pub const ATTRIBUTE_NAME: u32 = 1;
+    pub const ATTRIBUTE_INT: u32 = 3;
+    pub const ATTRIBUTE_TENSOR: u32 = 5;
     pub const ATTRIBUTE_GRAPH: u32 = 6;
     pub const ATTRIBUTE_GRAPHS: u32 = 11;
     pub const VALUE_INFO_NAME: u32 = 1;
@@ -24,10 +29,17 @@ pub mod field {
     pub const TENSOR_TYPE_SHAPE: u32 = 2;
     pub const SHAPE_DIM: u32 = 1;
     pub const DIM_VALUE: u32 = 1;
+    pub const TENSOR_DIMS: u32 = 1;
+    pub const TENSOR_DATA_TYPE: u32 = 2;
+    pub const TENSOR_INT64_DATA: u32 = 7;
     pub const TENSOR_NAME: u32 = 8;
+    pub const TENSOR_RAW_DATA: u32 = 9;
     pub const TENSOR_DATA_LOCATION: u32 = 13;
     pub const TENSOR_EXTERNAL_DATA: u32 = 14;
 }
+
+/// `TensorProto.DataType` of 64-bit integers.
+pub const INT64: u64 = 7;
 
 /// A file that is not the protobuf it claims to be.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -89,6 +101,143 @@ pub fn value_info_name(bytes: &[u8]) -> Result<&str, WireError> {
     Ok("")
 }
 
+/// The varint at the start of `buf` and its length in bytes.
+fn read_varint(buf: &[u8]) -> Result<(u64, usize), WireError> {
+    let mut v = 0u64;
+    for (i, shift) in (0..64).step_by(7).enumerate() {
+        let byte = *buf.get(i).ok_or(WireError("cut off inside a varint"))?;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok((v, i + 1));
+        }
+    }
+    Err(WireError("a varint longer than 10 bytes"))
+}
+
+/// The values of a repeated varint field: one per field, or packed into one (proto3's default).
+fn varints<'a>(f: &Field<'a>) -> Result<Vec<u64>, WireError> {
+    match (f.varint, f.len) {
+        (Some(v), _) => Ok(vec![v]),
+        (None, Some(mut packed)) => {
+            let mut out = Vec::new();
+            while !packed.is_empty() {
+                let (v, len) = read_varint(packed)?;
+                out.push(v);
+                packed = &packed[len..];
+            }
+            Ok(out)
+        }
+        _ => Err(WireError("a varint field has the wrong wire type")),
+    }
+}
+
+/// What the rewrites read of a `NodeProto`.
+pub struct Node<'a> {
+    pub op_type: &'a str,
+    pub domain: &'a str,
+    pub inputs: Vec<&'a str>,
+    pub outputs: Vec<&'a str>,
+    /// Each `AttributeProto`'s payload, as it is in the file.
+    pub attributes: Vec<&'a [u8]>,
+    /// Whether an attribute holds a subgraph (If, Loop, Scan), which may read outer values without
+    /// naming them as node inputs: a graph walk that follows inputs cannot see those.
+    pub has_subgraph: bool,
+}
+
+pub fn read_node(bytes: &[u8]) -> Result<Node<'_>, WireError> {
+    let mut node = Node {
+        op_type: "",
+        domain: "",
+        inputs: vec![],
+        outputs: vec![],
+        attributes: vec![],
+        has_subgraph: false,
+    };
+    for f in Fields::new(bytes) {
+        let f = f?;
+        match f.number {
+            field::NODE_INPUT => node.inputs.push(f.string()?),
+            field::NODE_OUTPUT => node.outputs.push(f.string()?),
+            field::NODE_OP_TYPE => node.op_type = f.string()?,
+            field::NODE_DOMAIN => node.domain = f.string()?,
+            field::NODE_ATTRIBUTE => {
+                let attribute = f.payload()?;
+                for a in Fields::new(attribute) {
+                    let a = a?;
+                    node.has_subgraph |=
+                        a.number == field::ATTRIBUTE_GRAPH || a.number == field::ATTRIBUTE_GRAPHS;
+                }
+                node.attributes.push(attribute);
+            }
+            _ => {}
+        }
+    }
+    Ok(node)
+}
+
+/// What the rewrites read of an `AttributeProto`.
+pub struct Attribute<'a> {
+    pub name: &'a str,
+    /// `i`, where set.
+    pub int: Option<i64>,
+    /// `t`'s payload, where set.
+    pub tensor: Option<&'a [u8]>,
+}
+
+pub fn read_attribute(bytes: &[u8]) -> Result<Attribute<'_>, WireError> {
+    let mut attribute = Attribute {
+        name: "",
+        int: None,
+        tensor: None,
+    };
+    for a in Fields::new(bytes) {
+        let a = a?;
+        match a.number {
+            field::ATTRIBUTE_NAME => attribute.name = a.string()?,
+            field::ATTRIBUTE_INT => attribute.int = a.varint.map(|v| v as i64),
+            field::ATTRIBUTE_TENSOR => attribute.tensor = Some(a.payload()?),
+            _ => {}
+        }
+    }
+    Ok(attribute)
+}
+
+/// What the rewrites read of a `TensorProto`.
+pub struct Tensor<'a> {
+    pub name: &'a str,
+    /// Its data lives in another file, whose path means nothing to bytes loaded from memory.
+    pub external: bool,
+    /// Its value, if it is an int64 scalar stored in the file.
+    pub int64_scalar: Option<i64>,
+}
+
+pub fn read_tensor(bytes: &[u8]) -> Result<Tensor<'_>, WireError> {
+    let mut t = Tensor {
+        name: "",
+        external: false,
+        int64_scalar: None,
+    };
+    let (mut data_type, mut dims, mut values, mut raw) = (0, 0, Vec::new(), None);
+    for f in Fields::new(bytes) {
+        let f = f?;
+        match f.number {
+            field::TENSOR_NAME => t.name = f.string()?,
+            field::TENSOR_DATA_TYPE => data_type = f.varint.unwrap_or(0),
+            field::TENSOR_DIMS => dims += varints(&f)?.len(),
+            field::TENSOR_INT64_DATA => values.extend(varints(&f)?.into_iter().map(|v| v as i64)),
+            field::TENSOR_RAW_DATA => raw = Some(f.payload()?),
+            field::TENSOR_EXTERNAL_DATA => t.external = true,
+            field::TENSOR_DATA_LOCATION => t.external |= f.varint == Some(1),
+            _ => {}
+        }
+    }
+    if let Some(bytes) = raw.and_then(|r| <[u8; 8]>::try_from(r).ok()) {
+        values.push(i64::from_le_bytes(bytes));
+    }
+    t.int64_scalar = (data_type == INT64 && dims == 0 && values.len() == 1).then(|| values[0]);
+    Ok(t)
+}
+
 /// One field of a message: its number, its bytes as they were (tag included) and its value.
 pub struct Field<'a> {
     pub number: u32,
@@ -126,19 +275,9 @@ impl<'a> Fields<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, WireError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self
-                .buf
-                .get(self.pos)
-                .ok_or(WireError("cut off inside a varint"))?;
-            self.pos += 1;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(WireError("a varint longer than 10 bytes"))
+        let (v, len) = read_varint(&self.buf[self.pos..])?;
+        self.pos += len;
+        Ok(v)
     }
 
     fn skip(&mut self, n: u64) -> Result<&'a [u8], WireError> {
@@ -220,6 +359,55 @@ mod tests {
         assert!(fields[0].payload().is_err());
         let raw: Vec<u8> = fields.iter().flat_map(|f| f.raw.iter().copied()).collect();
         assert_eq!(raw, m);
+    }
+
+    #[test]
+    fn int64_scalars_are_read_from_raw_plain_or_packed_data_and_nothing_else() {
+        let tensor = |data_type: u64, dims: &[u64], data: &dyn Fn(&mut Vec<u8>)| {
+            let mut t = Vec::new();
+            for d in dims {
+                write_varint(&mut t, u64::from(field::TENSOR_DIMS) << 3);
+                write_varint(&mut t, *d);
+            }
+            write_varint(&mut t, u64::from(field::TENSOR_DATA_TYPE) << 3);
+            write_varint(&mut t, data_type);
+            write_len_field(&mut t, field::TENSOR_NAME, b"t");
+            data(&mut t);
+            t
+        };
+        let raw =
+            |t: &mut Vec<u8>| write_len_field(t, field::TENSOR_RAW_DATA, &(-3i64).to_le_bytes());
+        let plain = |t: &mut Vec<u8>| {
+            write_varint(t, u64::from(field::TENSOR_INT64_DATA) << 3);
+            write_varint(t, 5);
+        };
+        let packed = |n: usize| {
+            move |t: &mut Vec<u8>| {
+                let mut p = Vec::new();
+                for _ in 0..n {
+                    write_varint(&mut p, 300);
+                }
+                write_len_field(t, field::TENSOR_INT64_DATA, &p);
+            }
+        };
+        let scalar = |bytes: Vec<u8>| read_tensor(&bytes).unwrap().int64_scalar;
+        assert_eq!(scalar(tensor(INT64, &[], &raw)), Some(-3));
+        assert_eq!(scalar(tensor(INT64, &[], &plain)), Some(5));
+        assert_eq!(scalar(tensor(INT64, &[], &packed(1))), Some(300));
+        assert_eq!(scalar(tensor(INT64, &[], &packed(2))), None, "two values");
+        assert_eq!(scalar(tensor(INT64, &[1], &plain)), None, "rank 1");
+        assert_eq!(scalar(tensor(1, &[], &raw)), None, "float32");
+        let t = tensor(INT64, &[], &raw);
+        assert_eq!(read_tensor(&t).unwrap().name, "t");
+        assert!(!read_tensor(&t).unwrap().external);
+        let mut external = t.clone();
+        write_varint(&mut external, u64::from(field::TENSOR_DATA_LOCATION) << 3);
+        write_varint(&mut external, 1);
+        assert!(read_tensor(&external).unwrap().external);
+        // A packed field cut inside a varint.
+        let mut cut = Vec::new();
+        write_len_field(&mut cut, field::TENSOR_INT64_DATA, &[0x80]);
+        assert!(read_tensor(&cut).is_err());
     }
 
     #[test]

@@ -16,7 +16,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::onnx_wire::{field, model_graph, value_info_name, with_graph, Fields, WireError};
+use super::onnx_wire::{
+    field, model_graph, read_node, read_tensor, value_info_name, with_graph, Fields, Node,
+    WireError,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PruneError {
@@ -52,11 +55,6 @@ pub fn prune_to_outputs(model: &[u8], keep: &[&str]) -> Result<Pruned, PruneErro
         nodes_before,
         nodes_after,
     })
-}
-
-struct Node<'a> {
-    inputs: Vec<&'a str>,
-    outputs: Vec<&'a str>,
 }
 
 fn prune_graph(graph: &[u8], keep: &[&str]) -> Result<(Vec<u8>, usize, usize), PruneError> {
@@ -133,50 +131,22 @@ fn prune_graph(graph: &[u8], keep: &[&str]) -> Result<(Vec<u8>, usize, usize), P
     Ok((out, nodes.len(), nodes_after))
 }
 
+/// The node, refused if it holds a subgraph (the walk follows inputs only).
 fn parse_node(bytes: &[u8]) -> Result<Node<'_>, PruneError> {
-    let mut node = Node {
-        inputs: vec![],
-        outputs: vec![],
-    };
-    for f in Fields::new(bytes) {
-        let f = f?;
-        match f.number {
-            field::NODE_INPUT => node.inputs.push(f.string()?),
-            field::NODE_OUTPUT => node.outputs.push(f.string()?),
-            field::NODE_ATTRIBUTE => {
-                for a in Fields::new(f.payload()?) {
-                    let a = a?;
-                    if a.number == field::ATTRIBUTE_GRAPH || a.number == field::ATTRIBUTE_GRAPHS {
-                        // Subgraphs (If, Loop, Scan) may read outer values without naming them
-                        // as node inputs.
-                        return Err(PruneError::Unsupported("a node has a subgraph"));
-                    }
-                }
-            }
-            _ => {}
-        }
+    let node = read_node(bytes)?;
+    if node.has_subgraph {
+        return Err(PruneError::Unsupported("a node has a subgraph"));
     }
     Ok(node)
 }
 
+/// The pruned bytes are loaded from memory, where paths relative to the file mean nothing.
 fn initializer_name(bytes: &[u8]) -> Result<&str, PruneError> {
-    let mut name = "";
-    for f in Fields::new(bytes) {
-        let f = f?;
-        match f.number {
-            field::TENSOR_NAME => name = f.string()?,
-            // The pruned bytes are loaded from memory, where paths relative to the file mean
-            // nothing.
-            field::TENSOR_EXTERNAL_DATA => {
-                return Err(PruneError::Unsupported("weights stored outside the file"))
-            }
-            field::TENSOR_DATA_LOCATION if f.varint == Some(1) => {
-                return Err(PruneError::Unsupported("weights stored outside the file"))
-            }
-            _ => {}
-        }
+    let t = read_tensor(bytes)?;
+    if t.external {
+        return Err(PruneError::Unsupported("weights stored outside the file"));
     }
-    Ok(name)
+    Ok(t.name)
 }
 
 #[cfg(test)]
